@@ -1,0 +1,29 @@
+# Fresh-machine set-up: `make demo` (install + main job) and `make test` (install + tests).
+# Both create .venv if missing and install the CPU build of torch before the project,
+# so nothing downloads a multi-GB CUDA build.
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.13.0
+
+.PHONY: demo test test-slow lint
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[bench,dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/pfn bench gp --quick --out bench-results/gp-quick
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -m slow
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check pfn priors benchmarks tests

@@ -1,0 +1,20 @@
+"""Benchmarks, each run by ``pfn bench NAME``; every one writes JSON and plots to ``--out``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# name -> "module:function"; modules import lazily so the CLI starts fast
+REGISTRY: dict[str, str] = {
+    "gp": "benchmarks.gp_posterior:run",
+}
+
+
+def get(name: str) -> Callable[..., dict[str, Any]]:
+    """The run function of benchmark ``name`` (ValueError listing the known names)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown benchmark {name!r}; known: {sorted(REGISTRY)}")
+    module, function = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), function)

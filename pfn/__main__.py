@@ -1,0 +1,5 @@
+import sys
+
+from pfn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,145 @@
+"""Run configuration: one frozen dataclass per concern, read from a TOML file in ``configs/``."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import priors
+from pfn.model import ModelConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used, with the reason."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The prior-fitting recipe.
+
+    batch_size datasets per optimizer step, drawn as ``accumulation`` micro-batches; each
+    dataset has n_rows rows, cut into n_train train rows (n_train drawn per micro-batch from
+    [min_train, max_train], half the time uniformly, half log-uniformly) and test rows.
+    The learning rate warms up linearly for warmup_steps, then follows a cosine to zero.
+    precision: "auto" picks bf16 autocast when a matmul measured at the model's width runs
+    faster in bf16 than in fp32 on the training device, else fp32.
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    accumulation: int = 1
+    n_rows: int = 256
+    min_train: int = 1
+    max_train: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 50
+    border_datasets: int = 2000
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "accumulation", "n_rows", "min_train", "checkpoint_every", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.accumulation:
+            raise ConfigError(
+                f"train.batch_size ({self.batch_size}) must be divisible by train.accumulation ({self.accumulation})"
+            )
+        if not self.min_train <= self.max_train < self.n_rows:
+            raise ConfigError(
+                f"need train.min_train <= train.max_train < train.n_rows (at least one test row), got "
+                f"{self.min_train}, {self.max_train}, {self.n_rows}"
+            )
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0 or self.weight_decay < 0:
+            raise ConfigError("train.lr and train.grad_clip must be > 0, warmup_steps and weight_decay >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a trained model: its name, prior, architecture and recipe."""
+
+    name: str
+    prior: priors.Prior
+    model: ModelConfig
+    train: TrainConfig
+
+    def __post_init__(self) -> None:
+        prior, model = self.prior, self.model
+        if prior.task != model.task:
+            raise ConfigError(f"the prior is a {prior.task} prior but the model's task is {model.task!r}")
+        try:
+            prior.check_features(model.n_features)
+        except ValueError as error:
+            raise ConfigError(f"prior and model.n_features={model.n_features} disagree: {error}") from None
+        if model.task == "classification" and prior.n_classes > model.n_outputs:
+            raise ConfigError(
+                f"the prior makes up to {prior.n_classes} classes but the model's head has "
+                f"n_outputs={model.n_outputs}; raise model.n_outputs or lower the prior's max_classes"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prior": self.prior.to_dict(),
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+
+
+def from_dict(spec: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from a dict with sections name, prior, model, train."""
+    unknown = set(spec) - {"name", "prior", "model", "train"}
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: name, prior, model, train")
+    for key in ("name", "prior", "model"):
+        if key not in spec:
+            raise ConfigError(f"the config needs a {key!r} entry")
+    try:
+        prior = priors.from_dict(spec["prior"])
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"[prior]: {error}") from None
+    return RunConfig(
+        name=str(spec["name"]),
+        prior=prior,
+        model=_section(ModelConfig, spec["model"], "model"),
+        train=_section(TrainConfig, spec.get("train", {}), "train"),
+    )
+
+
+def _section(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{where}]; known: {sorted(names)}")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"[{where}]: {error}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML run configuration."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with path.open("rb") as f:
+        try:
+            spec = tomllib.load(f)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return from_dict(spec)

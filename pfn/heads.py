@@ -1,0 +1,166 @@
+"""Output heads: the bar ("Riemann") distribution for regression and equal-mass borders.
+
+A bar distribution over K buckets with borders b_0 < ... < b_K puts probability p_k on bucket
+k. Inner buckets spread it uniformly. The two outer buckets become half-normals, starting at
+the inner border and extending to ∓infinity (full support), with the scale chosen so that half
+of the tail's mass lies within the bucket's width: s = width / Φ⁻¹(0.75).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+HALF_MASS_Z = 0.6744897501960817  # Φ⁻¹(0.75): a half-normal has half its mass below this many scales
+ArrayLike = Tensor | np.ndarray | float | list
+
+
+def equal_mass_borders(samples: Tensor, n_buckets: int) -> Tensor:
+    """K + 1 borders [K + 1] whose buckets hold equal shares of ``samples`` (any shape)."""
+    if n_buckets < 2:
+        raise ValueError(f"n_buckets must be >= 2, got {n_buckets}")
+    flat = samples.flatten().double()
+    if flat.numel() < n_buckets:
+        raise ValueError(f"need at least {n_buckets} samples for {n_buckets} buckets, got {flat.numel()}")
+    borders = torch.quantile(flat, torch.linspace(0, 1, n_buckets + 1, dtype=torch.float64))
+    if not bool((borders.diff() > 0).all()):
+        raise ValueError("prior samples have repeated values, so equal-mass borders are not distinct")
+    return borders.float()
+
+
+class BarDistribution:
+    """A batch of bar distributions: borders [K + 1], logits [..., K] -> batch shape [...].
+
+    Methods take numpy arrays, tensors or floats and return tensors of the batch shape
+    (``quantile`` with several levels appends them as a last dimension; ``sample(n)``
+    prepends n).
+    """
+
+    def __init__(self, borders: Tensor, logits: Tensor) -> None:
+        if borders.ndim != 1 or borders.numel() < 3:
+            raise ValueError(f"borders must be 1-D with at least 3 entries, got shape {tuple(borders.shape)}")
+        if logits.shape[-1] != borders.numel() - 1:
+            raise ValueError(f"logits have {logits.shape[-1]} buckets but borders define {borders.numel() - 1}")
+        self.borders = borders.to(logits.device, logits.dtype)  # [K + 1]
+        self.logits = logits  # [..., K]
+        self.widths = self.borders.diff()  # [K]
+        self.left_scale = self.widths[0] / HALF_MASS_Z
+        self.right_scale = self.widths[-1] / HALF_MASS_Z
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.logits.shape[:-1]
+
+    @property
+    def probs(self) -> Tensor:
+        """Bucket probabilities [..., K]."""
+        return self.logits.softmax(-1)
+
+    def _as_tensor(self, value: ArrayLike) -> Tensor:
+        return torch.as_tensor(value, dtype=self.logits.dtype, device=self.logits.device)
+
+    def _bucket(self, y: Tensor) -> Tensor:
+        """Bucket index of y (any shape) in 0..K-1; values beyond the outer borders go to the tails."""
+        return torch.bucketize(y, self.borders[1:-1].contiguous())
+
+    def logpdf(self, y: ArrayLike) -> Tensor:
+        """Log density at y (broadcast against the batch shape)."""
+        y = self._as_tensor(y)
+        log_probs = self.logits.log_softmax(-1)  # [..., K]
+        y, log_probs = torch.broadcast_tensors(y[..., None], log_probs)
+        y = y[..., 0].contiguous()
+        k = self._bucket(y)
+        log_p = log_probs.gather(-1, k[..., None]).squeeze(-1)
+        inner = log_p - self.widths[k].log()
+        left = log_p + _half_normal_logpdf(self.borders[1] - y, self.left_scale)
+        right = log_p + _half_normal_logpdf(y - self.borders[-2], self.right_scale)
+        last = self.widths.numel() - 1
+        return torch.where(k == 0, left, torch.where(k == last, right, inner))
+
+    def nll(self, y: ArrayLike) -> Tensor:
+        """Negative log density at y: the prior-fitting loss."""
+        return -self.logpdf(y)
+
+    def cdf(self, y: ArrayLike) -> Tensor:
+        """P(Y <= y) (broadcast against the batch shape)."""
+        y = self._as_tensor(y)
+        probs = self.probs  # [..., K]
+        y, probs = torch.broadcast_tensors(y[..., None], probs)
+        y = y[..., 0].contiguous()
+        k = self._bucket(y)
+        below = (probs.cumsum(-1) - probs).gather(-1, k[..., None]).squeeze(-1)  # mass of buckets < k
+        p = probs.gather(-1, k[..., None]).squeeze(-1)
+        lo = self.borders[k]
+        within = ((y - lo) / self.widths[k]).clamp(0, 1)
+        left = torch.erfc((self.borders[1] - y).clamp_min(0) / (self.left_scale * math.sqrt(2)))
+        right = torch.erf((y - self.borders[-2]).clamp_min(0) / (self.right_scale * math.sqrt(2)))
+        last = self.widths.numel() - 1
+        within = torch.where(k == 0, left, torch.where(k == last, right, within))
+        return (below + p * within).clamp(0, 1)
+
+    def _inverse(self, k: Tensor, r: Tensor) -> Tensor:
+        """The value at fraction r in [0, 1] of bucket k's mass (float64)."""
+        borders = self.borders.double()
+        r = r.double().clamp(1e-12, 1 - 1e-12)
+        inner = borders[k] + r * borders.diff()[k]
+        left = borders[1] - self.left_scale.double() * math.sqrt(2) * torch.erfinv(1 - r)
+        right = borders[-2] + self.right_scale.double() * math.sqrt(2) * torch.erfinv(r)
+        last = self.widths.numel() - 1
+        return torch.where(k == 0, left, torch.where(k == last, right, inner))
+
+    def quantile(self, q: ArrayLike) -> Tensor:
+        """The q-quantile; a scalar q gives the batch shape, a 1-D q of length Q gives [..., Q]."""
+        q = torch.as_tensor(q, dtype=torch.float64, device=self.logits.device)
+        if q.ndim > 1 or bool(((q <= 0) | (q >= 1)).any()):
+            raise ValueError("quantile levels must be a scalar or 1-D, strictly between 0 and 1")
+        levels = q.reshape(-1)  # [Q]
+        probs = self.probs.double()  # [..., K]
+        cum = probs.cumsum(-1)  # [..., K]
+        cum = cum / cum[..., -1:]
+        target = levels.expand(*probs.shape[:-1], -1).contiguous()  # [..., Q]
+        k = torch.searchsorted(cum.contiguous(), target).clamp(max=probs.shape[-1] - 1)  # [..., Q]
+        below = (cum - probs).gather(-1, k)
+        r = (target - below) / probs.gather(-1, k).clamp_min(1e-300)
+        out = self._inverse(k, r).to(self.logits.dtype)  # [..., Q]
+        return out[..., 0] if q.ndim == 0 else out
+
+    def median(self) -> Tensor:
+        return self.quantile(0.5)
+
+    def mean(self) -> Tensor:
+        """Expected value."""
+        mids = (self.borders[:-1] + self.borders[1:]) / 2
+        tail = math.sqrt(2 / math.pi)
+        mids = mids.clone()
+        mids[0] = self.borders[1] - self.left_scale * tail
+        mids[-1] = self.borders[-2] + self.right_scale * tail
+        return (self.probs * mids).sum(-1)
+
+    def variance(self) -> Tensor:
+        """Variance (inner buckets uniform, tails half-normal)."""
+        lo, hi = self.borders[:-1], self.borders[1:]
+        second = (lo**2 + lo * hi + hi**2) / 3  # E[Y²] within a uniform bucket
+        tail = math.sqrt(2 / math.pi)
+        second = second.clone()
+        for i, (edge, s, sign) in enumerate(
+            [(self.borders[1], self.left_scale, -1.0), (self.borders[-2], self.right_scale, 1.0)]
+        ):
+            second[-i] = edge**2 + 2 * sign * edge * s * tail + s**2  # E[(edge ± |Z| s)²]
+        return ((self.probs * second).sum(-1) - self.mean() ** 2).clamp_min(0)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws [n, ...] (float)."""
+        probs = self.probs.reshape(-1, self.probs.shape[-1]).double()  # [P, K]
+        k = torch.multinomial(probs, n, replacement=True, generator=generator)  # [P, n]
+        r = torch.rand(k.shape, generator=generator, dtype=torch.float64)
+        draws = self._inverse(k, r).to(self.logits.dtype)  # [P, n]
+        return draws.T.reshape(n, *self.batch_shape)
+
+
+def _half_normal_logpdf(z: Tensor, scale: Tensor) -> Tensor:
+    """log density of a half-normal of the given scale at z >= 0 (z < 0 is clamped to 0)."""
+    z = z.clamp_min(0)
+    return math.log(2) - scale.log() - 0.5 * math.log(2 * math.pi) - 0.5 * (z / scale) ** 2

@@ -1,0 +1,125 @@
+"""A loaded PFN: the transformer, its card and the low-level ``predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pfn.checkpoint import CheckpointError, load_model_files
+from pfn.heads import BarDistribution
+from pfn.model import ModelConfig, PFNTransformer
+
+
+class PFN:
+    """A trained PFN. ``card`` is its JSON card as a dict; ``predict`` runs one forward pass."""
+
+    def __init__(self, model: PFNTransformer, card: dict[str, Any], borders: Tensor | None) -> None:
+        self.model = model.eval()
+        self.card = card
+        self.borders = borders  # [K + 1] for regression models, else None
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> PFN:
+        self.model.to(device)
+        return self
+
+    @classmethod
+    def from_files(cls, name_or_path: str | Path) -> PFN:
+        card, tensors = load_model_files(name_or_path)
+        try:
+            config = ModelConfig(**card["model"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"the card's model section is invalid: {error}") from None
+        model = PFNTransformer(config)
+        try:
+            model.load_state_dict({k: v.float() for k, v in tensors.items()})
+        except RuntimeError as error:
+            raise CheckpointError(f"the weights do not fit the card's architecture: {error}") from None
+        borders = None
+        if config.task == "regression":
+            borders = torch.tensor(card.get("borders", []), dtype=torch.float32)
+            if borders.numel() != config.n_outputs + 1:
+                raise CheckpointError(
+                    f"a regression card needs {config.n_outputs + 1} borders, found {borders.numel()}"
+                )
+        return cls(model, card, borders)
+
+    def prepare(self, x_train: Any, y_train: Any, x_test: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
+        """Validate and batch inputs: x_train [B, n, F], y_train [B, n], x_test [B, m, F] (padded
+        to the model's feature count), n_features [B], and whether a batch dim was given."""
+        xt = _as_float_tensor(x_train, "x_train")
+        yt = _as_float_tensor(y_train, "y_train")
+        xq = _as_float_tensor(x_test, "x_test")
+        batched = xt.ndim == 3
+        if not batched:
+            if xt.ndim != 2 or yt.ndim != 1 or xq.ndim != 2:
+                raise ValueError(
+                    "expected x_train [n, d], y_train [n], x_test [m, d] (or with a leading batch dim); got "
+                    f"shapes {tuple(xt.shape)}, {tuple(yt.shape)}, {tuple(xq.shape)}"
+                )
+            xt, yt, xq = xt[None], yt[None], xq[None]
+        if yt.ndim != 2 or xq.ndim != 3:
+            raise ValueError(
+                f"batched inputs need shapes [B, n, d], [B, n], [B, m, d]; got {tuple(yt.shape)}, {tuple(xq.shape)}"
+            )
+        if xt.shape[:2] != yt.shape or xt.shape[0] != xq.shape[0] or xt.shape[2] != xq.shape[2]:
+            raise ValueError(
+                f"inconsistent shapes: x_train {tuple(xt.shape)}, y_train {tuple(yt.shape)}, x_test {tuple(xq.shape)}"
+            )
+        n_train, d = xt.shape[1], xt.shape[2]
+        if n_train < 1:
+            raise ValueError("need at least one train row")
+        if d > self.config.n_features:
+            raise ValueError(f"the inputs have {d} features but this model takes at most {self.config.n_features}")
+        if self.task == "classification":
+            if bool((yt != yt.round()).any()) or bool((yt < 0).any()) or bool((yt >= self.config.n_outputs).any()):
+                raise ValueError(f"y_train must hold class labels 0..{self.config.n_outputs - 1}")
+        pad = self.config.n_features - d
+        xt = torch.nn.functional.pad(xt, (0, pad))  # [B, n, F]
+        xq = torch.nn.functional.pad(xq, (0, pad))  # [B, m, F]
+        n_features = torch.full((xt.shape[0],), max(d, 1), dtype=torch.long)  # [B]
+        return xt, yt, xq, n_features, batched
+
+    @torch.no_grad()
+    def predict(self, x_train: Any, y_train: Any, x_test: Any) -> BarDistribution | Tensor:
+        """One forward pass. Regression: a BarDistribution over y_test [m] (or [B, m]);
+        classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes."""
+        xt, yt, xq, n_features, batched = self.prepare(x_train, y_train, x_test)
+        device = self.device
+        cache = self.model.encode_train(xt.to(device), yt.to(device), n_features.to(device))
+        out = self.model.predict_test(cache, xq.to(device), n_features.to(device))  # [B, m, K]
+        out = out if batched else out[0]
+        if self.task == "classification":
+            return out.softmax(-1)
+        return BarDistribution(self.borders.to(device), out)
+
+
+def _as_float_tensor(value: Any, name: str) -> Tensor:
+    try:
+        t = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, Tensor) else value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be numeric: {error}") from None
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def load(name_or_path: str | Path) -> PFN:
+    """Load a shipped checkpoint by name (see ``pfn.checkpoint.shipped_names()``) or from a path."""
+    return PFN.from_files(name_or_path)

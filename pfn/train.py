@@ -1,0 +1,258 @@
+"""Prior-fitting: draw datasets from the prior, cut them into train and test rows, and fit the
+transformer to predict the test rows (NLL for regression, cross-entropy for classification).
+
+Every micro-batch is drawn from a generator seeded by (run seed, step, micro-batch index), so a
+run that stops and resumes from its training state continues exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pfn.checkpoint import CheckpointError, load_state, save_model, save_state
+from pfn.config import ConfigError, RunConfig, TrainConfig
+from pfn.heads import BarDistribution, equal_mass_borders
+from pfn.model import PFNTransformer
+
+STATE_FILE = "state.safetensors"
+MODEL_FILE = "model.safetensors"
+BORDER_STREAM = 2**31 - 1  # a seed stream that no training step uses
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed derived from integers (run seed, step, index...)."""
+    words = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def draw_train_size(config: TrainConfig, generator: torch.Generator) -> int:
+    """The number of train rows: half the time uniform, half log-uniform on [min_train, max_train]."""
+    lo, hi = config.min_train, config.max_train
+    u = torch.rand(2, generator=generator, dtype=torch.float64)
+    if u[0] < 0.5:
+        return lo + int(u[1] * (hi - lo + 1))
+    return min(hi, int(math.exp(math.log(lo) + u[1].item() * (math.log(hi + 1) - math.log(lo)))))
+
+
+def compute_borders(config: RunConfig) -> Tensor:
+    """Equal-mass bucket borders [K + 1] from targets drawn from the prior."""
+    generator = torch.Generator().manual_seed(seed_for(config.train.seed, BORDER_STREAM))
+    chunk = 100
+    ys = [
+        config.prior.sample(chunk, config.train.n_rows, config.model.n_features, generator).y
+        for _ in range(max(1, config.train.border_datasets // chunk))
+    ]
+    return equal_mass_borders(torch.cat(ys), config.model.n_outputs)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up to config.lr, then a cosine decay to zero at config.steps."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def measure_matmul(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of a square matmul of the given size and dtype on ``device``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def choose_precision(config: TrainConfig, device: torch.device) -> tuple[str, dict[str, float]]:
+    """The precision to train in and the matmul speeds (GFLOP/s) that decided it."""
+    if config.precision != "auto":
+        return config.precision, {}
+    fp32 = measure_matmul(device, torch.float32)
+    bf16 = measure_matmul(device, torch.bfloat16, size=256 if device.type == "cpu" else 1024)
+    return ("bf16" if bf16 > fp32 else "fp32"), {"fp32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1)}
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    """A description of the machine a run trained on."""
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def loss_fn(config: RunConfig, out: Tensor, y_test: Tensor, borders: Tensor | None) -> Tensor:
+    """Mean NLL (bar distribution) or cross-entropy of out [B, M, K] against y_test [B, M]."""
+    if config.model.task == "classification":
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y_test.reshape(-1).long())
+    return BarDistribution(borders, out).nll(y_test).mean()
+
+
+def build_model(config: RunConfig) -> PFNTransformer:
+    """A freshly initialised transformer, seeded by the run seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        return PFNTransformer(config.model)
+
+
+def make_card(config: RunConfig, state: dict[str, Any], command: str) -> dict[str, Any]:
+    """The JSON card of a model trained to ``state``."""
+    card = config.to_dict()
+    card["task"] = config.model.task
+    card["training"] = {
+        "command": command,
+        "steps": state["step"],
+        "datasets_seen": state["datasets_seen"],
+        "wall_time_s": round(state["wall_time_s"], 1),
+        "cpu_hours": round(state["wall_time_s"] * state["hardware"].get("torch_threads", 1) / 3600, 3)
+        if "gpu" not in state["hardware"]
+        else None,
+        "hardware": state["hardware"],
+        "precision": state["precision"],
+        "precision_measurement": state["precision_measurement"],
+        "torch": torch.__version__,
+        "curve": state["curve"],
+    }
+    if state.get("borders") is not None:
+        card["borders"] = state["borders"]
+    card["quality"] = state.get("quality", {})
+    return card
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors = {}
+    for index, slots in sd["state"].items():
+        for key, value in slots.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).clone()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    command: str = "",
+    stop_at: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit a PFN to ``config.prior``, writing ``out_dir/state.safetensors`` (resumable training
+    state) and ``out_dir/model.safetensors`` + ``model.json`` (weights and card) every
+    ``checkpoint_every`` steps. Resumes from an existing state in ``out_dir``. ``stop_at`` ends
+    this sitting at that step (the schedule still spans ``config.train.steps``).
+    Returns the final training state."""
+    out_dir = Path(out_dir)
+    tc = config.train
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device")
+    model = build_model(config).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    state_path = out_dir / STATE_FILE
+    if state_path.is_file():
+        tensors, state = load_state(state_path)
+        if state["config"] != config.to_dict():
+            changed = sorted(k for k in config.to_dict() if state["config"].get(k) != config.to_dict()[k])
+            raise CheckpointError(
+                f"{out_dir} holds a run of a different config (sections differing: {changed}); "
+                "use another --out folder or the original config"
+            )
+        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        _restore_optimizer(optimizer, tensors, state["optimizer"])
+    else:
+        precision, measured = choose_precision(tc, dev)
+        borders = compute_borders(config).tolist() if config.model.task == "regression" else None
+        state = {
+            "config": config.to_dict(),
+            "step": 0,
+            "datasets_seen": 0,
+            "wall_time_s": 0.0,
+            "curve": [],
+            "loss_window": [],  # losses since the last curve point
+            "precision": precision,
+            "precision_measurement": measured,
+            "borders": borders,
+        }
+    state["hardware"] = hardware(dev)
+    borders_t = torch.tensor(state["borders"], device=dev) if state["borders"] is not None else None
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if state["precision"] == "bf16" else nullcontext()
+    micro = tc.batch_size // tc.accumulation
+    end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+    bar = tqdm(total=end, initial=state["step"], disable=not progress, desc=config.name, unit="step")
+
+    def checkpoint() -> None:
+        tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+        opt_tensors, groups = _optimizer_tensors(optimizer)
+        tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
+        save_state(state_path, tensors, {**state, "optimizer": groups})
+        save_model(out_dir / MODEL_FILE, model.state_dict(), make_card(config, state, command), torch.float32)
+
+    model.train()
+    while state["step"] < end:
+        start = time.perf_counter()
+        step = state["step"]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(tc, step)
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for index in range(tc.accumulation):
+            generator = torch.Generator().manual_seed(seed_for(tc.seed, step, index))
+            n_train = draw_train_size(tc, generator)
+            batch = config.prior.sample(micro, tc.n_rows, config.model.n_features, generator)
+            x, y, used = batch.x.to(dev), batch.y.to(dev), batch.n_features.to(dev)
+            with autocast:
+                out = model(x, y[:, :n_train], used)  # [B, N - n, K]
+            loss = loss_fn(config, out.float(), y[:, n_train:], borders_t) / tc.accumulation
+            loss.backward()
+            total += loss.item()
+        if not math.isfinite(total):
+            raise FloatingPointError(f"the training loss became {total} at step {step}; lower train.lr")
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        elapsed = time.perf_counter() - start
+        state["step"] += 1
+        state["datasets_seen"] += tc.batch_size
+        state["wall_time_s"] += elapsed
+        state["loss_window"].append(total)
+        if state["step"] % tc.log_every == 0:
+            mean_loss = round(float(np.mean(state["loss_window"])), 5)
+            state["curve"].append([state["step"], state["datasets_seen"], mean_loss])
+            state["loss_window"] = []
+        bar.set_postfix(loss=f"{total:.4f}", datasets_s=f"{tc.batch_size / elapsed:.0f}")
+        bar.update(1)
+        if state["step"] % tc.checkpoint_every == 0 or state["step"] == end:
+            checkpoint()
+    bar.close()
+    return state

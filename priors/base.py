@@ -1,0 +1,337 @@
+"""The prior interface: small composable samplers of synthetic datasets.
+
+A prior is a frozen dataclass (its fields are its configuration) that draws a batch of
+datasets from an explicit ``torch.Generator``. :class:`Prior` owns the plumbing shared by all
+priors: argument validation, the number of used features per dataset, the input
+distribution, and zero-padding up to the requested feature count. Subclasses only say how a
+target is drawn given the inputs (:meth:`Prior.targets`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Task = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of datasets drawn from a prior.
+
+    x: [B, N, F] float32, features beyond ``n_features[b]`` are zero.
+    y: [B, N] float32 targets (regression) or int64 class labels (classification).
+    n_features: [B] int64, the number of used (leading) features of each dataset.
+    """
+
+    x: Tensor
+    y: Tensor
+    n_features: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+# ---------------------------------------------------------------- hyperparameters
+
+
+@dataclass(frozen=True)
+class Gamma:
+    """A gamma hyperprior with shape ``concentration`` and ``rate`` (mean = concentration / rate)."""
+
+    concentration: float
+    rate: float
+
+    def __post_init__(self) -> None:
+        if not (self.concentration > 0 and self.rate > 0):
+            raise ValueError(f"Gamma needs concentration > 0 and rate > 0, got {self}")
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        rng = numpy_rng(generator)
+        return torch.as_tensor(rng.gamma(self.concentration, 1.0 / self.rate, size=n), dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """A log-uniform hyperprior on [low, high]."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (0 < self.low <= self.high):
+            raise ValueError(f"LogUniform needs 0 < low <= high, got {self}")
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        return torch.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A uniform hyperprior on [low, high]."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise ValueError(f"Uniform needs low <= high, got {self}")
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.low + (self.high - self.low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+Hyper = float | Gamma | LogUniform | Uniform
+HYPERPRIORS: dict[str, type] = {"gamma": Gamma, "loguniform": LogUniform, "uniform": Uniform}
+
+
+def draw(param: Hyper, n: int, generator: torch.Generator) -> Tensor:
+    """Draw ``n`` values [n] float64 of a hyperparameter: a fixed float or a hyperprior."""
+    if isinstance(param, (int, float)):
+        return torch.full((n,), float(param), dtype=torch.float64)
+    return param.sample(n, generator)
+
+
+def check_positive(name: str, param: Hyper, allow_zero: bool = False) -> None:
+    """Reject a fixed hyperparameter that is not positive (hyperpriors validate themselves)."""
+    if isinstance(param, (int, float)) and (param < 0 or (param == 0 and not allow_zero)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {param}")
+
+
+def numpy_rng(generator: torch.Generator) -> np.random.Generator:
+    """A numpy generator seeded from ``generator`` (for distributions torch cannot draw with one)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------- the interface
+
+
+@dataclass(frozen=True)
+class Prior(ABC):
+    """Base of all priors: validates a request, then :meth:`draw` fills it."""
+
+    name: ClassVar[str]
+    task: ClassVar[Task] = "regression"
+
+    @property
+    def n_classes(self) -> int:
+        """The largest number of classes this prior produces (0 for regression)."""
+        return 0
+
+    @abstractmethod
+    def check_features(self, n_features: int) -> None:
+        """Raise ValueError if this prior cannot fill ``n_features`` columns as configured."""
+
+    def sample(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        """Draw ``batch_size`` datasets of ``n_rows`` rows and ``n_features`` (padded) columns."""
+        if batch_size < 1 or n_rows < 1 or n_features < 1:
+            raise ValueError(
+                f"batch_size, n_rows and n_features must all be >= 1, got {batch_size}, {n_rows}, {n_features}"
+            )
+        self.check_features(n_features)
+        return self.draw(batch_size, n_rows, n_features, generator)
+
+    @abstractmethod
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        """Draw a validated request (see :meth:`sample`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description that :func:`priors.from_dict` turns back into this prior."""
+        out: dict[str, Any] = {"type": self.name}
+        for f in dataclasses.fields(self):
+            out[f.name] = _to_jsonable(getattr(self, f.name))
+        return out
+
+
+@dataclass(frozen=True)
+class FunctionPrior(Prior):
+    """A prior that draws its inputs and a random function of them.
+
+    inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) features.
+    min_features, max_features: the number of used features per dataset is uniform on this
+        range; ``max_features=None`` means up to the requested feature count. Used features
+        are the leading columns; the rest are zero.
+    """
+
+    inputs: Literal["uniform", "normal"] = "uniform"
+    min_features: int = 1
+    max_features: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.inputs not in ("uniform", "normal"):
+            raise ValueError(f"inputs must be 'uniform' or 'normal', got {self.inputs!r}")
+        if self.min_features < 1:
+            raise ValueError(f"min_features must be >= 1, got {self.min_features}")
+        if self.max_features is not None and self.max_features < self.min_features:
+            raise ValueError(f"max_features ({self.max_features}) must be >= min_features ({self.min_features})")
+
+    def check_features(self, n_features: int) -> None:
+        wanted = max(self.min_features, self.max_features or 0)
+        if wanted > n_features:
+            raise ValueError(
+                f"{type(self).__name__} uses up to {wanted} features, more than the {n_features} "
+                "columns requested; raise n_features or lower max_features/min_features"
+            )
+
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        high = n_features if self.max_features is None else self.max_features
+        used = torch.randint(self.min_features, high + 1, (batch_size,), generator=generator)  # [B]
+        if self.inputs == "uniform":
+            x = torch.rand(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
+        else:
+            x = torch.randn(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
+        x = x * feature_mask(used, n_features)[:, None, :]  # [B, N, F]
+        y = self.targets(x, used, generator)  # [B, N]
+        return Batch(x=x.float(), y=y.float(), n_features=used)
+
+    @abstractmethod
+    def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+        """Targets [B, N] for inputs x [B, N, F] whose columns beyond n_features [B] are zero."""
+
+
+def add_noise(y: Tensor, std: Tensor | float, generator: torch.Generator) -> Tensor:
+    """y [B, N] plus Gaussian noise of standard deviation std (a float or [B])."""
+    std = torch.as_tensor(std, dtype=y.dtype)
+    if std.ndim == 1:
+        std = std[:, None]  # [B, 1]
+    return y + std * torch.randn(y.shape, generator=generator, dtype=y.dtype)
+
+
+def feature_mask(n_features: Tensor, total: int) -> Tensor:
+    """[B, total] float mask, 1 for the first n_features[b] columns of each dataset."""
+    return (torch.arange(total)[None, :] < n_features[:, None]).float()
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, Prior):
+        return value.to_dict()
+    if isinstance(value, (Gamma, LogUniform, Uniform)):
+        kind = {Gamma: "gamma", LogUniform: "loguniform", Uniform: "uniform"}[type(value)]
+        return {"dist": kind, **dataclasses.asdict(value)}
+    if isinstance(value, tuple):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- combinators
+
+
+@dataclass(frozen=True)
+class Mixture(Prior):
+    """Each dataset comes from one of ``components``, chosen with probabilities ``weights``."""
+
+    name: ClassVar[str] = "mixture"
+
+    components: tuple[Prior, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.components:
+            raise ValueError("Mixture needs at least one component")
+        if len(self.weights) != len(self.components):
+            raise ValueError(f"Mixture has {len(self.components)} components but {len(self.weights)} weights")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise ValueError(f"Mixture weights must be >= 0 with a positive sum, got {self.weights}")
+        tasks = {c.task for c in self.components}
+        if len(tasks) > 1:
+            raise ValueError(f"Mixture components must share one task, got {sorted(tasks)}")
+
+    @property
+    def task(self) -> Task:  # type: ignore[override]
+        return self.components[0].task
+
+    @property
+    def n_classes(self) -> int:
+        return max(c.n_classes for c in self.components)
+
+    def check_features(self, n_features: int) -> None:
+        for c in self.components:
+            c.check_features(n_features)
+
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        probs = torch.tensor(self.weights, dtype=torch.float64)
+        which = torch.multinomial(probs, batch_size, replacement=True, generator=generator)  # [B]
+        parts = []
+        for k, component in enumerate(self.components):
+            index = (which == k).nonzero().squeeze(1)  # [B_k]
+            if len(index):
+                parts.append((index, component.draw(len(index), n_rows, n_features, generator)))
+        order = torch.cat([index for index, _ in parts]).argsort()  # [B]
+        return Batch(
+            x=torch.cat([b.x for _, b in parts])[order],
+            y=torch.cat([b.y for _, b in parts])[order],
+            n_features=torch.cat([b.n_features for _, b in parts])[order],
+        )
+
+
+@dataclass(frozen=True)
+class Classification(Prior):
+    """Turns a regression prior into a classification prior with min_classes..max_classes classes.
+
+    Per dataset, the number of classes is uniform on [min_classes, max_classes]; with probability
+    ``rank_fraction`` the class thresholds are y values at distinct random ranks (every class
+    occurs when the dataset has more rows than classes),
+    otherwise they are drawn from a normal fitted to the dataset's y (classes may be rare or
+    absent). Class labels are then randomly permuted.
+    """
+
+    name: ClassVar[str] = "classification"
+    task: ClassVar[Task] = "classification"
+
+    base: Prior | None = None
+    min_classes: int = 2
+    max_classes: int = 10
+    rank_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.base is None or self.base.task != "regression":
+            raise ValueError("Classification needs a regression prior as its base")
+        if not 2 <= self.min_classes <= self.max_classes:
+            raise ValueError(f"need 2 <= min_classes <= max_classes, got {self.min_classes} and {self.max_classes}")
+        if not 0.0 <= self.rank_fraction <= 1.0:
+            raise ValueError(f"rank_fraction must be in [0, 1], got {self.rank_fraction}")
+
+    @property
+    def n_classes(self) -> int:
+        return self.max_classes
+
+    def check_features(self, n_features: int) -> None:
+        self.base.check_features(n_features)  # type: ignore[union-attr]
+
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+        y = batch.y.double()  # [B, N]
+        k_max = self.max_classes
+        n_classes = torch.randint(self.min_classes, k_max + 1, (batch_size,), generator=generator)  # [B]
+        # thresholds at distinct random ranks of y below the largest (so every class occurs)
+        if n_rows > k_max - 1:
+            ranks = torch.rand(batch_size, n_rows - 1, generator=generator).argsort(1)[:, : k_max - 1]  # [B, K-1]
+        else:
+            ranks = torch.randint(0, n_rows, (batch_size, k_max - 1), generator=generator)  # [B, K-1]
+        by_rank = y.sort(dim=1).values.gather(1, ranks)  # [B, K-1]
+        # thresholds drawn from a normal fitted to y
+        spread = y.std(dim=1, keepdim=True).nan_to_num(0.0) if n_rows > 1 else torch.zeros_like(y[:, :1])
+        by_value = y.mean(dim=1, keepdim=True) + spread * torch.randn(
+            batch_size, k_max - 1, generator=generator, dtype=torch.float64
+        )  # [B, K-1]
+        use_rank = torch.rand(batch_size, 1, generator=generator) < self.rank_fraction  # [B, 1]
+        thresholds = torch.where(use_rank, by_rank, by_value)  # [B, K-1]
+        unused = torch.arange(k_max - 1)[None, :] >= (n_classes[:, None] - 1)  # [B, K-1]
+        thresholds = thresholds.masked_fill(unused, float("inf"))
+        labels = (y[:, :, None] > thresholds[:, None, :]).sum(-1)  # [B, N] in 0..n_classes-1
+        # a random permutation of the first n_classes labels of each dataset
+        keys = torch.rand(batch_size, k_max, generator=generator)  # [B, K]
+        keys = keys + (torch.arange(k_max)[None, :] >= n_classes[:, None]).float() * 2.0
+        permutation = keys.argsort(dim=1)  # [B, K]; entries < n_classes come first
+        labels = permutation.gather(1, labels)  # [B, N]
+        return Batch(x=batch.x, y=labels, n_features=batch.n_features)

@@ -1,0 +1,107 @@
+"""The bar distribution checked against numerical integration and Monte-Carlo."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import gen
+from scipy import stats
+from scipy.integrate import quad
+
+from pfn.heads import BarDistribution, equal_mass_borders
+
+
+@pytest.fixture
+def dist():
+    borders = equal_mass_borders(torch.randn(50_000, generator=gen()), 40)
+    logits = 2 * torch.randn(3, 40, generator=gen(1))
+    logits[1, 0] = logits[2, -1] = 4.0  # heavy left tail in one, heavy right tail in another
+    return BarDistribution(borders.double(), logits.double())
+
+
+def integrate(dist, j, fn=lambda y: 1.0, lo=-60.0, hi=60.0):
+    """∫ fn(y) pdf_j(y) dy over [lo, hi], split at the bucket borders (scipy quad)."""
+    one = BarDistribution(dist.borders, dist.logits[j])
+    inner = [b for b in dist.borders.tolist() if lo < b < hi]
+
+    def f(y):
+        return fn(y) * one.logpdf(torch.tensor(y, dtype=torch.float64)).exp().item()
+
+    edges = [lo, *inner, hi]
+    return sum(integrate_quad(f, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
+
+
+def integrate_quad(f, a, b):
+    return quad(f, a, b, epsabs=1e-11, epsrel=1e-11, limit=200)[0]
+
+
+def test_equal_mass_borders_split_samples_evenly():
+    samples = torch.randn(100_000, generator=gen())
+    borders = equal_mass_borders(samples, 10)
+    counts = torch.histogram(samples, borders).hist
+    assert borders.shape == (11,) and counts.min() >= 9_990 and counts.max() <= 10_010
+
+
+def test_density_integrates_to_one_and_cdf_is_its_integral(dist):
+    for j in range(3):
+        assert integrate(dist, j) == pytest.approx(1.0, abs=1e-8)
+        for y in (-3.0, -0.7, 0.0, 0.3, 2.5, 5.0):
+            assert dist.cdf(y)[j].item() == pytest.approx(integrate(dist, j, hi=y), abs=1e-8)
+
+
+def test_mean_and_variance_match_integration(dist):
+    for j in range(3):
+        mean = integrate(dist, j, lambda y: y)
+        var = integrate(dist, j, lambda y: y * y) - mean**2
+        assert dist.mean()[j].item() == pytest.approx(mean, abs=1e-8)
+        assert dist.variance()[j].item() == pytest.approx(var, abs=1e-7)
+
+
+def test_quantile_inverts_cdf_including_tails(dist):
+    levels = torch.tensor([1e-4, 0.01, 0.2, 0.5, 0.77, 0.99, 0.9999], dtype=torch.float64)
+    q = dist.quantile(levels)  # [3, 7]
+    assert q.shape == (3, 7)
+    torch.testing.assert_close(dist.cdf(q.T).T, levels.expand(3, -1), atol=1e-7, rtol=0)
+    assert bool((q[:, 0] < dist.borders[1]).all()) and bool((q[:, -1] > dist.borders[-2]).all())
+    torch.testing.assert_close(dist.median(), dist.quantile(0.5))
+
+
+def test_samples_follow_the_distribution(dist):
+    draws = dist.sample(20_000, gen(2))  # [n, 3]
+    assert draws.shape == (20_000, 3)
+    for j in range(3):
+        one = BarDistribution(dist.borders, dist.logits[j])
+        p = stats.kstest(draws[:, j].numpy(), lambda y, one=one: one.cdf(torch.as_tensor(y)).numpy()).pvalue
+        assert p > 1e-3
+
+
+def test_nll_equals_minus_log_probability_over_width_inside():
+    borders = torch.tensor([-2.0, -1.0, 0.0, 0.5, 2.0])
+    logits = torch.tensor([0.1, 0.4, -0.3, 0.2])
+    d = BarDistribution(borders, logits)
+    p = logits.softmax(-1)
+    torch.testing.assert_close(d.nll(0.25), -torch.log(p[2] / 0.5))
+    torch.testing.assert_close(d.nll(-0.5), -torch.log(p[1] / 1.0))
+    # tails: half-normal with half its mass inside the outer bucket
+    torch.testing.assert_close(d.cdf(-1.0), p[0])
+    torch.testing.assert_close(d.cdf(-2.0), p[0] / 2, atol=1e-6, rtol=0)
+    torch.testing.assert_close(1 - d.cdf(2.0), p[-1] / 2, atol=1e-6, rtol=0)
+
+
+def test_accepts_numpy_and_broadcasts(dist):
+    y = np.array([0.1, -0.2, 0.3])
+    assert dist.logpdf(y).shape == (3,)
+    assert dist.cdf(0.0).shape == (3,)
+    assert dist.logpdf(np.zeros((5, 3))).shape == (5, 3)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, [0.5, 1.2]])
+def test_quantile_rejects_levels_outside_0_1(dist, bad):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        dist.quantile(bad)
+
+
+def test_constructor_checks_shapes():
+    with pytest.raises(ValueError, match="logits have 3 buckets but borders define 4"):
+        BarDistribution(torch.arange(5.0), torch.zeros(3))
+    with pytest.raises(ValueError, match="repeated values"):
+        equal_mass_borders(torch.zeros(100), 4)

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_config
+
+import pfn
+from pfn.heads import BarDistribution
+from pfn.train import train
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    train(tiny_config(), path, progress=False)
+    return pfn.load(path)
+
+
+def test_numpy_and_tensor_inputs_agree(model):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((25, 3)), rng.standard_normal(20)
+    a = model.predict(x[:20], y, x[20:])
+    b = model.predict(torch.tensor(x[:20]), torch.tensor(y), torch.tensor(x[20:]))
+    assert isinstance(a, BarDistribution) and a.batch_shape == (5,)
+    torch.testing.assert_close(a.logits, b.logits)
+    for value in (a.mean(), a.median(), a.quantile(0.9), a.cdf(0.0), a.logpdf(np.zeros(5))):
+        assert value.shape == (5,)
+    assert a.quantile([0.1, 0.9]).shape == (5, 2) and a.sample(7).shape == (7, 5)
+
+
+def test_batched_equals_unbatched(model):
+    rng = np.random.default_rng(1)
+    x, y = rng.random((3, 25, 3)), rng.standard_normal((3, 20))
+    batched = model.predict(x[:, :20], y, x[:, 20:])
+    assert batched.batch_shape == (3, 5)
+    for i in range(3):
+        one = model.predict(x[i, :20], y[i], x[i, 20:])
+        torch.testing.assert_close(batched.logits[i], one.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_fewer_features_are_zero_padded(model):
+    rng = np.random.default_rng(2)
+    x, y = rng.random((25, 2)), rng.standard_normal(20)
+    padded = np.c_[x, np.zeros(25)]
+    a = model.predict(x[:20], y, x[20:])
+    cache = model.model.encode_train(
+        torch.tensor(padded[None, :20], dtype=torch.float32),
+        torch.tensor(y[None], dtype=torch.float32),
+        torch.tensor([2]),
+    )
+    b = model.model.predict_test(cache, torch.tensor(padded[None, 20:], dtype=torch.float32), torch.tensor([2]))
+    torch.testing.assert_close(a.logits, b[0])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((5, 4)), np.zeros(5), np.zeros((2, 4))), "at most 3"),
+        ((np.zeros((5, 3)), np.zeros(4), np.zeros((2, 3))), "inconsistent shapes"),
+        ((np.zeros((5, 3)), np.zeros(5), np.zeros(3)), "expected x_train"),
+        ((np.zeros((5, 3)), np.r_[np.zeros(4), np.nan], np.zeros((2, 3))), "y_train contains NaN"),
+        ((np.zeros((5, 3)), np.zeros(5), np.full((2, 3), np.inf)), "x_test contains NaN or infinite"),
+        ((np.zeros((0, 3)), np.zeros(0), np.zeros((2, 3))), "at least one train row"),
+        ((np.zeros((5, 3)), np.array(["a"] * 5), np.zeros((2, 3))), "y_train must be numeric"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(model, args, message):
+    with pytest.raises(ValueError, match=message):
+        model.predict(*args)
+
+
+def test_classification_labels_are_checked(tmp_path):
+    train(tiny_config("classification"), tmp_path, progress=False)
+    model = pfn.load(tmp_path)
+    with pytest.raises(ValueError, match=r"class labels 0..3"):
+        model.predict(np.zeros((3, 3)), np.array([0, 1, 7]), np.zeros((1, 3)))

@@ -1,0 +1,212 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import gen
+from scipy import stats
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+import priors
+from priors import (
+    BNNPrior,
+    Classification,
+    Gamma,
+    GPPrior,
+    LinearPrior,
+    LogUniform,
+    Mixture,
+    ReLUNetPrior,
+    SparseLinearPrior,
+    TreePrior,
+)
+from priors.gp import gp_predictive
+
+ALL = [
+    GPPrior(),
+    GPPrior(
+        kernel="matern52",
+        lengthscale=Gamma(2.0, 4.0),
+        outputscale=LogUniform(0.5, 2.0),
+        noise=Gamma(2, 20),
+        ard=True,
+        inputs="normal",
+    ),
+    BNNPrior(),
+    LinearPrior(),
+    SparseLinearPrior(k=2),
+    ReLUNetPrior(),
+    TreePrior(),
+    Mixture(components=(GPPrior(), LinearPrior(inputs="uniform")), weights=(0.3, 0.7)),
+    Classification(base=BNNPrior(), max_classes=5),
+]
+
+
+@pytest.mark.parametrize("prior", ALL, ids=lambda p: p.name)
+def test_shapes_padding_and_reproducibility(prior):
+    a = prior.sample(8, 30, 6, gen(1))
+    b = prior.sample(8, 30, 6, gen(1))
+    c = prior.sample(8, 30, 6, gen(2))
+    assert a.x.shape == (8, 30, 6) and a.x.dtype == torch.float32
+    assert a.y.shape == (8, 30)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert not torch.equal(a.x, c.x)
+    unused = torch.arange(6)[None, :] >= a.n_features[:, None]  # [B, F]
+    assert bool((a.x.abs().sum(1)[unused] == 0).all())
+    assert bool((a.x.abs().sum(1)[~unused] > 0).all())
+    assert bool(torch.isfinite(a.y.float()).all())
+    assert priors.from_dict(prior.to_dict()) == prior
+
+
+def test_used_features_cover_the_range():
+    batch = GPPrior(min_features=2, max_features=4).sample(400, 3, 5, gen())
+    assert set(batch.n_features.tolist()) == {2, 3, 4}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: GPPrior(lengthscale=-1.0), "lengthscale must be > 0"),
+        (lambda: GPPrior(noise=-0.1), "noise must be >= 0"),
+        (lambda: GPPrior(kernel="cosine"), "kernel must be"),
+        (lambda: Gamma(-1, 1), "concentration > 0"),
+        (lambda: GPPrior(min_features=3, max_features=2), "max_features"),
+        (lambda: Mixture(components=(GPPrior(),), weights=(0.5, 0.5)), "1 components but 2 weights"),
+        (lambda: Mixture(components=(GPPrior(), Classification(base=GPPrior())), weights=(1, 1)), "one task"),
+        (lambda: Classification(base=GPPrior(), min_classes=1), "min_classes"),
+        (lambda: BNNPrior(activations=("swish",)), "activations"),
+    ],
+)
+def test_impossible_settings_are_rejected(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((0, 10, 5), "batch_size, n_rows and n_features must all be >= 1"), ((4, 10, 3), "more than the 3 columns")],
+)
+def test_impossible_requests_are_rejected(args, message):
+    with pytest.raises(ValueError, match=message):
+        GPPrior(max_features=5).sample(*args, gen())
+
+
+def test_from_dict_names_unknown_keys_and_types():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lenghtscale'\]"):
+        priors.from_dict({"type": "gp", "lenghtscale": 0.5})
+    with pytest.raises(ValueError, match="unknown prior type 'gpp'"):
+        priors.from_dict({"type": "gpp"})
+    spec = {
+        "type": "mixture",
+        "components": [
+            {"type": "gp", "lengthscale": {"dist": "gamma", "concentration": 2, "rate": 3}},
+            {"type": "linear"},
+        ],
+        "weights": [1, 2],
+    }
+    prior = priors.from_dict(spec)
+    assert prior.components[0].lengthscale == Gamma(2, 3) and prior.weights == (1, 2)
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_gp_covariance_matches_the_textbook_formula(kernel):
+    x1, x2 = torch.rand(1, 7, 3, generator=gen()), torch.rand(1, 4, 3, generator=gen(1))
+    k = GPPrior(kernel=kernel).covariance(x1, x2, torch.tensor([0.6]), torch.tensor([2.0]))[0]
+    r = torch.cdist(x1[0].double(), x2[0].double()) / 0.6
+    if kernel == "rbf":
+        expected = 2.0 * torch.exp(-0.5 * r**2)
+    else:
+        expected = 2.0 * (1 + math.sqrt(5) * r + 5 / 3 * r**2) * torch.exp(-math.sqrt(5) * r)
+    torch.testing.assert_close(k, expected)
+
+
+def test_gp_samples_are_whitened_by_the_prior_covariance():
+    """y ~ N(0, K + σ²I): L⁻¹y must be standard normal (checked with a KS test)."""
+    prior = GPPrior(lengthscale=0.3, noise=0.2, max_features=2)
+    batch = prior.sample(300, 12, 2, gen(3))
+    n = batch.x.shape[0]
+    cov = prior.covariance(batch.x, batch.x, torch.full((n,), 0.3), torch.ones(n)) + 0.04 * torch.eye(12)
+    z = torch.linalg.solve_triangular(torch.linalg.cholesky(cov), batch.y.double()[..., None], upper=False)
+    assert stats.kstest(z.flatten().numpy(), "norm").pvalue > 1e-3
+
+
+def test_gp_posterior_matches_scikit_learn():
+    prior = GPPrior(kernel="matern52", lengthscale=0.4, outputscale=1.5, noise=0.3)
+    batch = prior.sample(1, 25, 2, gen(4))
+    x_train, y_train, x_test = batch.x[:, :20], batch.y[:, :20], batch.x[:, 20:]
+    mean, var = prior.posterior_predictive(x_train, y_train, x_test)
+    kernel = ConstantKernel(1.5) * Matern(0.4, nu=2.5) + WhiteKernel(0.09)
+    gpr = GaussianProcessRegressor(kernel, optimizer=None).fit(x_train[0].numpy(), y_train[0].numpy())
+    ref_mean, ref_sd = gpr.predict(x_test[0].numpy(), return_std=True)
+    np.testing.assert_allclose(mean[0].numpy(), ref_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(var[0].numpy(), ref_sd**2, rtol=1e-4, atol=1e-5)
+    # per-dataset hyperparameters take the same path
+    mean2, _ = gp_predictive(prior, x_train, y_train, x_test, torch.tensor([0.4]), torch.tensor([1.5]), 0.09)
+    torch.testing.assert_close(mean, mean2)
+
+
+def test_gp_posterior_refuses_hyperpriors():
+    with pytest.raises(ValueError, match="fixed hyperparameters"):
+        GPPrior(lengthscale=Gamma(2, 2)).posterior_predictive(
+            torch.zeros(1, 2, 1), torch.zeros(1, 2), torch.zeros(1, 1, 1)
+        )
+
+
+def test_linear_prior_is_exactly_linear_in_the_used_features():
+    batch = LinearPrior(min_features=4, max_features=4).sample(5, 20, 6, gen())
+    for x, y in zip(batch.x, batch.y, strict=True):
+        w, residual, *_ = np.linalg.lstsq(x[:, :4].numpy(), y.numpy(), rcond=None)
+        assert residual.item() < 1e-8
+
+
+def test_sparse_linear_uses_k_features():
+    batch = SparseLinearPrior(k=3, min_features=8, max_features=8).sample(10, 40, 8, gen())
+    for x, y in zip(batch.x, batch.y, strict=True):
+        w = np.linalg.lstsq(x.numpy(), y.numpy(), rcond=None)[0]
+        assert (np.abs(w) > 1e-4).sum() == 3
+
+
+def test_tree_prior_is_piecewise_constant_with_at_most_16_leaves():
+    batch = TreePrior(depth=4).sample(10, 500, 5, gen())
+    for y in batch.y:
+        assert 1 < len(torch.unique(y)) <= 16
+
+
+def test_relu_net_is_positively_homogeneous_in_scale():
+    """f(x) = Σ a_j ReLU(w_j·x) has f(c·x) = c·f(x): same seed with inputs scaled gives scaled y."""
+    prior = ReLUNetPrior(min_features=3, max_features=3)
+    batch = prior.sample(4, 50, 3, gen(9))
+    y_scaled = prior.function(batch.x * 3.0, batch.n_features, gen(5))
+    y_plain = prior.function(batch.x, batch.n_features, gen(5))
+    torch.testing.assert_close(y_scaled, 3.0 * y_plain, rtol=1e-4, atol=1e-4)
+
+
+def test_bnn_prior_respects_noise_free_determinism_and_scale():
+    prior = BNNPrior(noise=0.0, min_layers=2, max_layers=2, activations=("identity",))
+    batch = prior.sample(6, 40, 3, gen())
+    for x, y, d in zip(batch.x, batch.y, batch.n_features, strict=True):  # identity MLP -> linear map
+        design = np.c_[x[:, :d].numpy(), np.ones(40)]
+        assert np.linalg.lstsq(design, y.numpy(), rcond=None)[1].item() < 1e-6 * max(1.0, float((y**2).sum()))
+
+
+def test_mixture_draws_components_in_proportion():
+    mix = Mixture(components=(LinearPrior(noise=0.0), TreePrior()), weights=(0.25, 0.75))
+    batch = mix.sample(400, 60, 3, gen())
+    tree_like = torch.tensor([len(torch.unique(y)) <= 8 for y in batch.y]).float().mean().item()
+    assert abs(tree_like - 0.75) < 0.08
+
+
+def test_classification_adapter_labels_and_permutation():
+    prior = Classification(base=GPPrior(), min_classes=2, max_classes=6, rank_fraction=1.0)
+    batch = prior.sample(200, 80, 5, gen())
+    assert batch.y.dtype == torch.int64
+    counts = [len(torch.unique(y)) for y in batch.y]
+    assert min(counts) >= 2 and max(counts) == 6
+    for y in batch.y:  # with rank thresholds every class 0..k-1 occurs
+        assert torch.unique(y).tolist() == list(range(len(torch.unique(y))))
+    # the class order is random: label 0 is not always the smallest y
+    first = [
+        y[batch_y.argmin()].item() for y, batch_y in zip(batch.y, GPPrior().sample(200, 80, 5, gen()).y, strict=True)
+    ]
+    assert len(set(first)) > 1

@@ -1,0 +1,137 @@
+import json
+
+import pytest
+import torch
+from helpers import replace_train, tiny_config
+
+import pfn
+from pfn.checkpoint import CheckpointError, load_state
+from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
+from pfn.model import ModelConfig
+from pfn.train import choose_precision, draw_train_size, learning_rate, train
+from priors import Classification, GPPrior, LinearPrior
+
+
+def weights(run_dir):
+    tensors, state = load_state(run_dir / "state.safetensors")
+    return tensors, state
+
+
+def test_resume_continues_exactly(tmp_path):
+    config = tiny_config()
+    train(config, tmp_path / "straight", progress=False)
+    train(config, tmp_path / "resumed", stop_at=3, progress=False)
+    _, state = weights(tmp_path / "resumed")
+    assert state["step"] == 3
+    train(config, tmp_path / "resumed", progress=False)
+    a, state_a = weights(tmp_path / "straight")
+    b, state_b = weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert state_a["curve"] == state_b["curve"] and state_b["datasets_seen"] == 6 * 4
+
+
+def test_resume_refuses_another_config(tmp_path):
+    train(tiny_config(), tmp_path, stop_at=2, progress=False)
+    with pytest.raises(CheckpointError, match=r"different config \(sections differing: \['train'\]\)"):
+        train(tiny_config(lr=1e-2), tmp_path, progress=False)
+
+
+def test_checkpoint_files_are_written_atomically_and_loadable(tmp_path):
+    state = train(tiny_config(), tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors", "state.safetensors"]
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert card["training"]["steps"] == 6 and card["training"]["datasets_seen"] == 24
+    assert card["prior"]["type"] == "gp" and len(card["borders"]) == 17
+    assert card["training"]["curve"] == state["curve"] and len(state["curve"]) == 3
+    model = pfn.load(tmp_path / "model.safetensors")
+    assert model.card == card
+
+
+def test_training_reduces_the_loss(tmp_path):
+    config = RunConfig(
+        name="linear-1d",
+        prior=LinearPrior(min_features=1, max_features=1, noise=0.1),
+        model=ModelConfig(n_features=1, n_outputs=32, d_model=32, n_layers=2, n_heads=2, d_ff=64),
+        train=TrainConfig(
+            steps=150,
+            batch_size=16,
+            n_rows=40,
+            min_train=2,
+            max_train=20,
+            lr=3e-3,
+            warmup_steps=10,
+            precision="fp32",
+            checkpoint_every=150,
+            log_every=25,
+            border_datasets=200,
+        ),
+    )
+    curve = train(config, tmp_path, progress=False)["curve"]
+    assert curve[-1][2] < curve[0][2] - 0.3, curve
+
+
+def test_classification_run_predicts_probabilities(tmp_path):
+    train(tiny_config("classification"), tmp_path, progress=False)
+    model = pfn.load(tmp_path)
+    x = torch.randn(10, 3)
+    probs = model.predict(x[:6], torch.tensor([0, 1, 2, 0, 1, 2]), x[6:])
+    assert probs.shape == (4, 4)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    config = TrainConfig(steps=100, warmup_steps=10, lr=1.0, max_train=10, n_rows=20)
+    rates = [learning_rate(config, s) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False)) and rates[-1] < 1e-3
+
+
+def test_train_sizes_cover_the_range():
+    config = TrainConfig(min_train=1, max_train=200, n_rows=256)
+    g = torch.Generator().manual_seed(0)
+    sizes = [draw_train_size(config, g) for _ in range(2000)]
+    assert min(sizes) == 1 and max(sizes) == 200
+    assert sum(s <= 10 for s in sizes) > 300  # the log-uniform half favours small train sets
+
+
+def test_auto_precision_measures_both():
+    precision, measured = choose_precision(TrainConfig(), torch.device("cpu"))
+    assert precision in ("fp32", "bf16") and measured["fp32_gflops"] > 0 and measured["bf16_gflops"] > 0
+    assert (precision == "bf16") == (measured["bf16_gflops"] > measured["fp32_gflops"])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(model={"n_features": 3, "n_outputs": 16, "d_modell": 8}), r"unknown key\(s\) \['d_modell'\] in \[mod"),
+        (dict(trian={}), r"unknown config key\(s\) \['trian'\]"),
+        (dict(train={"max_train": 300, "n_rows": 256}), "at least one test row"),
+        (dict(prior={"type": "gp", "max_features": 8}), "uses up to 8 features, more than the 3"),
+    ],
+)
+def test_config_errors_name_the_problem(change, message):
+    spec = {
+        "name": "t",
+        "prior": {"type": "gp", "max_features": 3},
+        "model": {"n_features": 3, "n_outputs": 16},
+        **change,
+    }
+    with pytest.raises(ConfigError, match=message):
+        from_dict(spec)
+
+
+def test_more_classes_than_the_head_fails_before_training():
+    with pytest.raises(ConfigError, match="up to 10 classes but the model's head has n_outputs=4"):
+        RunConfig(
+            name="c",
+            prior=Classification(base=GPPrior(), max_classes=10),
+            model=ModelConfig(task="classification", n_features=5, n_outputs=4),
+            train=TrainConfig(),
+        )
+
+
+def test_replace_train_helper_keeps_other_sections():
+    config = replace_train(tiny_config(), steps=9)
+    assert config.train.steps == 9 and config.prior == tiny_config().prior
