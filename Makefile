@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/pfn bench gp --quick --out bench-results/gp-quick
+	$(VENV)/bin/pfn demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -35,6 +35,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints and cards are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -43,6 +43,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pfn.demo import main as demo
+
+    demo()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pfn", description="Prior-data fitted networks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--update-card", action="store_true", help="record the figures in the checkpoint's card")
     b.set_defaults(run=_bench)
+    d = sub.add_parser("demo", help="PFN estimators next to classic learners on scikit-learn's datasets")
+    d.set_defaults(run=_demo)
     return parser
 
 

@@ -142,13 +142,10 @@ class BarDistribution:
     def variance(self) -> Tensor:
         """Variance (inner buckets uniform, tails half-normal)."""
         lo, hi = self.borders[:-1], self.borders[1:]
-        second = (lo**2 + lo * hi + hi**2) / 3  # E[Y²] within a uniform bucket
-        tail = math.sqrt(2 / math.pi)
+        second = (lo**2 + lo * hi + hi**2) / 3  # E[Y²] within each bucket, uniform
         second = second.clone()
-        for i, (edge, s, sign) in enumerate(
-            [(self.borders[1], self.left_scale, -1.0), (self.borders[-2], self.right_scale, 1.0)]
-        ):
-            second[-i] = edge**2 + 2 * sign * edge * s * tail + s**2  # E[(edge ± |Z| s)²]
+        second[0] = _shifted_half_normal_second_moment(self.borders[1], -self.left_scale)
+        second[-1] = _shifted_half_normal_second_moment(self.borders[-2], self.right_scale)
         return ((self.probs * second).sum(-1) - self.mean() ** 2).clamp_min(0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -158,6 +155,11 @@ class BarDistribution:
         r = torch.rand(k.shape, generator=generator, dtype=torch.float64)
         draws = self._inverse(k, r).to(self.logits.dtype)  # [P, n]
         return draws.T.reshape(n, *self.batch_shape)
+
+
+def _shifted_half_normal_second_moment(edge: Tensor, signed_scale: Tensor) -> Tensor:
+    """E[(edge + signed_scale · |Z|)²] for Z ~ N(0, 1)."""
+    return edge**2 + 2 * edge * signed_scale * math.sqrt(2 / math.pi) + signed_scale**2
 
 
 def _half_normal_logpdf(z: Tensor, scale: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from priors.base import (
     LogUniform,
     Mixture,
     Prior,
+    Standardized,
     Uniform,
 )
 from priors.bnn import BNNPrior
@@ -24,7 +25,17 @@ from priors.gp import GPPrior
 
 PRIORS: dict[str, type[Prior]] = {
     cls.name: cls
-    for cls in (GPPrior, BNNPrior, LinearPrior, SparseLinearPrior, ReLUNetPrior, TreePrior, Mixture, Classification)
+    for cls in (
+        GPPrior,
+        BNNPrior,
+        LinearPrior,
+        SparseLinearPrior,
+        ReLUNetPrior,
+        TreePrior,
+        Mixture,
+        Classification,
+        Standardized,
+    )
 }
 
 
@@ -85,6 +96,7 @@ __all__ = [
     "Prior",
     "ReLUNetPrior",
     "SparseLinearPrior",
+    "Standardized",
     "TreePrior",
     "Uniform",
     "from_dict",

@@ -335,3 +335,27 @@ class Classification(Prior):
         permutation = keys.argsort(dim=1)  # [B, K]; entries < n_classes come first
         labels = permutation.gather(1, labels)  # [B, N]
         return Batch(x=batch.x, y=labels, n_features=batch.n_features)
+
+
+@dataclass(frozen=True)
+class Standardized(Prior):
+    """A regression prior whose targets are z-scored per dataset (mean 0, standard deviation 1
+    over the dataset's rows), matching estimators that standardise targets before predicting."""
+
+    name: ClassVar[str] = "standardized"
+
+    base: Prior | None = None
+
+    def __post_init__(self) -> None:
+        if self.base is None or self.base.task != "regression":
+            raise ValueError("Standardized needs a regression prior as its base")
+
+    def check_features(self, n_features: int) -> None:
+        self.base.check_features(n_features)  # type: ignore[union-attr]
+
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+        y = batch.y.double()  # [B, N]
+        scale = y.std(dim=1, keepdim=True).nan_to_num(1.0).clamp_min(1e-6) if n_rows > 1 else torch.ones_like(y)
+        y = (y - y.mean(dim=1, keepdim=True)) / scale  # [B, N]
+        return Batch(x=batch.x, y=y.float(), n_features=batch.n_features)

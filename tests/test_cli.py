@@ -66,3 +66,10 @@ def test_missing_or_unknown_arguments_exit_with_usage(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
+
+
+def test_demo_prints_a_table_with_every_learner(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    for text in ("breast_cancer", "digits", "diabetes", "PFNClassifier", "PFNRegressor", "RandomForest"):
+        assert text in out

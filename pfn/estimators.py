@@ -1,0 +1,376 @@
+"""scikit-learn estimators on a PFN: ``PFNClassifier`` and ``PFNRegressor`` on one shared base.
+
+``fit`` preprocesses the train rows, builds the ensemble members and runs the train rows
+through the transformer once per member, keeping every layer's keys and values (train rows
+never attend to test rows, so these do not depend on what is predicted later). ``predict``
+then only runs test rows, in chunks of ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+from tqdm.auto import tqdm
+
+from pfn.heads import BarDistribution
+from pfn.inference import PFN
+from pfn.model import KVCache
+from pfn.preprocessing import TablePreprocessor, member_transform
+
+TRANSFORMS = ("none", "quantile", "power")
+_LOADED: dict[tuple[str, str], PFN] = {}
+
+
+def _load(model: str, device: str) -> PFN:
+    """Load a checkpoint once per process and device (models are read-only after loading)."""
+    key = (str(model), device)
+    if key not in _LOADED:
+        _LOADED[key] = PFN.from_files(model).to(device)
+    return _LOADED[key]
+
+
+@dataclass
+class _Member:
+    """One ensemble member: its feature order/subset, extra transform, class order and cache."""
+
+    features: np.ndarray  # [f] column indices into the preprocessed matrix
+    transform: TransformerMixin | None
+    class_order: np.ndarray | None  # [k] model label of each class (classifier)
+    cache: KVCache
+
+
+class _PFNBase(BaseEstimator):
+    """Shared plumbing; see PFNClassifier and PFNRegressor for the parameters."""
+
+    _task: ClassVar[str]
+    _default_model: ClassVar[str]
+
+    def __init__(
+        self,
+        model: str | None = None,
+        n_estimators: int = 8,
+        categorical_features: str | list[int | str] = "auto",
+        max_train_rows: int = 1024,
+        batch_size: int = 1024,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.n_estimators = n_estimators
+        self.categorical_features = categorical_features
+        self.max_train_rows = max_train_rows
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.show_progress = show_progress
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        return tags
+
+    # ------------------------------------------------------------ validation
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.n_estimators, (int, np.integer)) and self.n_estimators >= 1):
+            raise ValueError(f"n_estimators must be an integer >= 1, got {self.n_estimators!r}")
+        for name in ("max_train_rows", "batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
+
+    def _check_y_given(self, y: Any) -> None:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+
+    def _frame(self, X: Any, reset: bool) -> pd.DataFrame:
+        """Validate X (shape, names, column count) and return it as a DataFrame."""
+        array = check_array(X, dtype=None, ensure_all_finite=False, estimator=self)
+        validate_data(self, X if isinstance(X, pd.DataFrame) else array, reset=reset, skip_check_array=True)
+        return X if isinstance(X, pd.DataFrame) else pd.DataFrame(array)
+
+    def _transformed(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "members_")
+        return self.preprocessor_.transform(self._frame(X, reset=False))
+
+    # ------------------------------------------------------------ fitting
+
+    def _fit_members(self, frame: pd.DataFrame, y: np.ndarray, stratify: np.ndarray | None) -> None:
+        """Preprocess, then build each member with its train keys/values cached.
+        frame: validated X (see _frame); y: encoded targets [n] (class ids or standardised floats)."""
+        self._check_params()
+        if len(y) != len(frame):
+            raise ValueError(f"X has {len(frame)} rows but y has {len(y)}")
+        self.preprocessor_ = TablePreprocessor(self.categorical_features).fit(frame)
+        x = self.preprocessor_.transform(frame)  # [n, f]
+        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else self.device.replace("auto", "cpu")
+        self.pfn_ = _load(self.model or self._default_model, device)
+        if self.pfn_.task != self._task:
+            raise ValueError(
+                f"{type(self).__name__} needs a {self._task} model, but {self.model!r} is a {self.pfn_.task} model"
+            )
+        rng = check_random_state(self.random_state)
+        self.members_ = [self._member(i, x, y, stratify, rng) for i in range(self.n_estimators)]
+
+    def _member(
+        self, index: int, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None, rng: np.random.RandomState
+    ) -> _Member:
+        n, f = x.shape
+        limit = self.pfn_.config.n_features
+        features = np.arange(f) if index == 0 else rng.permutation(f)
+        if f > limit:
+            features = np.sort(rng.permutation(f)[:limit]) if index == 0 else features[:limit]
+        rows = np.arange(n) if n <= self.max_train_rows else _subsample(n, self.max_train_rows, stratify, rng)
+        transform = member_transform(TRANSFORMS[index % len(TRANSFORMS)], len(rows), int(rng.randint(2**31)))
+        x_member = x[np.ix_(rows, features)]  # [n', f']
+        if transform is not None:
+            x_member = transform.fit_transform(x_member).astype(np.float32)
+        class_order = self._class_order(index, rng)
+        y_member = y[rows] if class_order is None else class_order[y[rows]]
+        xt, yt, _, used, _ = self.pfn_.prepare(x_member, y_member, x_member[:1])
+        with torch.no_grad():
+            cache = self.pfn_.model.encode_train(
+                xt.to(self.pfn_.device), yt.to(self.pfn_.device), used.to(self.pfn_.device)
+            )
+        return _Member(features=features, transform=transform, class_order=class_order, cache=cache)
+
+    def _class_order(self, index: int, rng: np.random.RandomState) -> np.ndarray | None:
+        return None
+
+    # ------------------------------------------------------------ prediction
+
+    def _member_outputs(self, X: Any) -> list[np.ndarray]:
+        """Per member, the model's outputs [m, K] for the test rows, computed in chunks."""
+        x = self._transformed(X)  # [m, f]
+        chunks = range(0, len(x), self.batch_size)
+        outputs = []
+        progress = tqdm(
+            total=len(chunks) * len(self.members_),
+            disable=not self.show_progress or len(chunks) < 8,
+            desc="predict",
+            unit="chunk",
+        )
+        for member in self.members_:
+            x_member = x[:, member.features]
+            if member.transform is not None:
+                x_member = member.transform.transform(x_member).astype(np.float32)
+            parts = []
+            for start in chunks:
+                part = x_member[start : start + self.batch_size]
+                xq = torch.nn.functional.pad(torch.as_tensor(part), (0, self.pfn_.config.n_features - part.shape[1]))
+                used = torch.tensor([max(part.shape[1], 1)])
+                with torch.no_grad():
+                    out = self.pfn_.model.predict_test(
+                        member.cache, xq[None].to(self.pfn_.device), used.to(self.pfn_.device)
+                    )  # [1, chunk, K]
+                parts.append(out[0].float().cpu().numpy())
+                progress.update(1)
+            outputs.append(np.concatenate(parts) if parts else np.zeros((0, self.pfn_.config.n_outputs), np.float32))
+        progress.close()
+        return outputs
+
+
+def _subsample(n: int, size: int, stratify: np.ndarray | None, rng: np.random.RandomState) -> np.ndarray:
+    """``size`` row indices out of n, stratified by ``stratify`` when given (every class kept)."""
+    if stratify is None:
+        return np.sort(rng.choice(n, size, replace=False))
+    classes, counts = np.unique(stratify, return_counts=True)
+    quota = np.maximum(1, np.floor(counts * size / n)).astype(int)
+    rows = [
+        rng.choice(np.flatnonzero(stratify == c), min(q, cnt), replace=False)
+        for c, q, cnt in zip(classes, quota, counts, strict=True)
+    ]
+    return np.sort(np.concatenate(rows))
+
+
+class PFNClassifier(ClassifierMixin, _PFNBase):
+    """A PFN as a scikit-learn classifier: one forward pass, no training on your data.
+
+    Parameters
+    ----------
+    model : shipped checkpoint name or path (default: the shipped "tabular-clf").
+    n_estimators : ensemble members; they differ in feature order, class-label permutation and
+        input transform (none / quantile / power). 1 is exact and deterministic. With more
+        classes than the model's head, each member sees a different random grouping of the
+        classes (error-correcting output codes): use at least 8 members there.
+    softmax_temperature : divides the logits before the softmax (below 1 sharpens).
+    categorical_features : "auto" (pandas category/object/string/bool columns and non-numeric
+        object columns) or a list of column indices or names.
+    max_train_rows : at most this many train rows per member (stratified subsample beyond it).
+    batch_size : test rows per forward pass; memory is bounded by it.
+    device : "auto" (CUDA when available), "cpu" or "cuda".
+    random_state : seeds the members' permutations, subsamples and transforms.
+    show_progress : show a progress bar for large predictions.
+    """
+
+    _task = "classification"
+    _default_model = "tabular-clf"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        n_estimators: int = 8,
+        softmax_temperature: float = 0.9,
+        categorical_features: str | list[int | str] = "auto",
+        max_train_rows: int = 1024,
+        batch_size: int = 1024,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        super().__init__(
+            model, n_estimators, categorical_features, max_train_rows, batch_size, device, random_state, show_progress
+        )
+        self.softmax_temperature = softmax_temperature
+
+    def fit(self, X: Any, y: Any) -> PFNClassifier:
+        """Preprocess the train rows and cache their keys/values for every member."""
+        self._check_y_given(y)
+        frame = self._frame(X, reset=True)
+        y = column_or_1d(y, warn=True)
+        if pd.isna(y).any():
+            raise ValueError("y contains NaN; drop those rows or fill the labels")
+        check_classification_targets(y)
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has only one class ({self.classes_[0]!r}); a classifier needs at least two")
+        if not (isinstance(self.softmax_temperature, (int, float)) and self.softmax_temperature > 0):
+            raise ValueError(f"softmax_temperature must be > 0, got {self.softmax_temperature!r}")
+        self._fit_members(frame, encoded, stratify=encoded)
+        return self
+
+    def _class_order(self, index: int, rng: np.random.RandomState) -> np.ndarray | None:
+        """The model label of each class. Up to the head's size, a permutation of 0..k-1 (the
+        prior labels classes 0..k-1); beyond it, a random balanced code of k classes onto the
+        head's labels, different for every member (error-correcting output codes)."""
+        k, head = len(self.classes_), self.pfn_.config.n_outputs
+        if k > head:
+            return rng.permutation(np.arange(k) % head)
+        return np.arange(k) if index == 0 else rng.permutation(k)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities [m, n_classes]: the members' probabilities averaged, or with more
+        classes than the head, their geometric mean (each member's group probability shared
+        equally among the classes of the group)."""
+        outputs = self._member_outputs(X)
+        k = len(self.classes_)
+        coded = k > self.pfn_.config.n_outputs
+        total = np.zeros((len(outputs[0]), k))
+        for member, logits in zip(self.members_, outputs, strict=True):
+            labels = np.unique(member.class_order)  # the model labels this member uses
+            group = _softmax(logits[:, labels] / self.softmax_temperature)  # [m, labels]
+            position = np.searchsorted(labels, member.class_order)  # [k]
+            share = np.bincount(position, minlength=len(labels))[position]  # classes per label
+            probs = group[:, position] / share  # [m, k]
+            total += np.log(np.maximum(probs, 1e-300)) if coded else probs
+        if coded:
+            return _softmax(total / len(outputs))
+        return total / len(outputs)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each row."""
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+
+class PFNRegressor(RegressorMixin, _PFNBase):
+    """A PFN as a scikit-learn regressor with a full predictive distribution per row.
+
+    Targets are standardised with the train rows' mean and standard deviation and mapped back.
+    Members' predictive distributions are mixed (their bucket probabilities averaged).
+    Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg".
+    """
+
+    _task = "regression"
+    _default_model = "tabular-reg"
+
+    def fit(self, X: Any, y: Any) -> PFNRegressor:
+        """Preprocess the train rows, standardise y and cache the members' keys/values."""
+        self._check_y_given(y)
+        frame = self._frame(X, reset=True)
+        y = column_or_1d(
+            check_array(y, ensure_2d=False, dtype=np.float64, ensure_all_finite=True, input_name="y"), warn=True
+        )
+        self.y_mean_ = float(np.mean(y))
+        spread = float(np.std(y))
+        self.y_scale_ = spread if spread > 1e-12 * max(1.0, abs(self.y_mean_)) else 1e-12 * max(1.0, abs(self.y_mean_))
+        self._fit_members(frame, ((y - self.y_mean_) / self.y_scale_).astype(np.float32), stratify=None)
+        return self
+
+    def predict_dist(self, X: Any) -> PredictiveDistribution:
+        """The predictive distribution of every row (numpy in, numpy out)."""
+        outputs = self._member_outputs(X)
+        probs = np.mean([_softmax(o) for o in outputs], axis=0)  # [m, K]
+        bar = BarDistribution(self.pfn_.borders.double().cpu(), torch.as_tensor(np.log(np.maximum(probs, 1e-300))))
+        return PredictiveDistribution(bar, self.y_mean_, self.y_scale_)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The predictive mean of each row."""
+        return self.predict_dist(X).mean()
+
+    def predict_quantiles(self, X: Any, quantiles: Any = (0.1, 0.5, 0.9)) -> np.ndarray:
+        """Quantiles [m, len(quantiles)] of each row's predictive distribution."""
+        return self.predict_dist(X).quantile(np.atleast_1d(np.asarray(quantiles, dtype=np.float64)))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class PredictiveDistribution:
+    """Predictive distributions of m rows on the original target scale: loc + scale · Z, with
+    Z a bar distribution. Numpy in, numpy out."""
+
+    def __init__(self, bar: BarDistribution, loc: float, scale: float) -> None:
+        self.bar = bar
+        self.loc = loc
+        self.scale = scale
+
+    def _z(self, y: Any) -> torch.Tensor:
+        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.loc) / self.scale)
+
+    def mean(self) -> np.ndarray:
+        return self.loc + self.scale * self.bar.mean().numpy()
+
+    def median(self) -> np.ndarray:
+        return self.loc + self.scale * self.bar.median().numpy()
+
+    def quantile(self, q: Any) -> np.ndarray:
+        """q scalar -> [m]; q 1-D of length Q -> [m, Q]."""
+        return self.loc + self.scale * self.bar.quantile(q).numpy()
+
+    def interval(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """The central interval holding probability ``alpha`` (scipy's convention): (lower, upper)."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be strictly between 0 and 1, got {alpha}")
+        bounds = self.quantile([(1 - alpha) / 2, (1 + alpha) / 2])
+        return bounds[:, 0], bounds[:, 1]
+
+    def logpdf(self, y: Any) -> np.ndarray:
+        return self.bar.logpdf(self._z(y)).numpy() - math.log(self.scale)
+
+    def cdf(self, y: Any) -> np.ndarray:
+        return self.bar.cdf(self._z(y)).numpy()
+
+    def sample(self, n: int, random_state: int | None = None) -> np.ndarray:
+        """n draws per row: [n, m]."""
+        seed = check_random_state(random_state).randint(2**31)
+        return self.loc + self.scale * self.bar.sample(n, torch.Generator().manual_seed(int(seed))).numpy()

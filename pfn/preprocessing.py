@@ -1,0 +1,159 @@
+"""Table preprocessing for the estimators, fitted on train rows only.
+
+Steps: column typing (categorical or numeric), ordinal encoding of categoricals, median
+imputation with a missing-value indicator column for every column that had NaN in the train
+rows, removal of constant and duplicate columns, robust scaling (median, IQR / 1.349) and soft
+clipping of outliers (c · asinh(x / c), near the identity inside ±c). Ensemble members then
+apply one more transform: none, quantile (to a normal) or Yeo-Johnson power.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    OrdinalEncoder,
+    PowerTransformer,
+    QuantileTransformer,
+    RobustScaler,
+)
+
+CLIP = 4.0
+MemberTransform = Literal["none", "quantile", "power"]
+
+
+def soft_clip(x: np.ndarray) -> np.ndarray:
+    """CLIP · asinh(x / CLIP): identity near 0, logarithmic beyond ±CLIP."""
+    return CLIP * np.arcsinh(x / CLIP)
+
+
+class DropConstantAndDuplicateColumns(TransformerMixin, BaseEstimator):
+    """Drops columns that are constant or equal to an earlier column on the fit rows
+    (keeps one column if all would go, so a model always has an input)."""
+
+    def fit(self, X: np.ndarray, y: object = None) -> DropConstantAndDuplicateColumns:
+        constant = np.nanmax(X, axis=0) == np.nanmin(X, axis=0) if len(X) else np.ones(X.shape[1], bool)
+        _, first = np.unique(X.T, axis=0, return_index=True)
+        duplicate = np.ones(X.shape[1], bool)
+        duplicate[first] = False
+        keep = ~constant & ~duplicate
+        if not keep.any():
+            keep[0] = True
+        self.keep_ = keep
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return X[:, self.keep_]
+
+
+def resolve_categorical(frame: pd.DataFrame, categorical_features: str | Sequence[int | str]) -> list[int]:
+    """Positions of the categorical columns: given by index or name, or with "auto" the columns
+    of pandas dtype category/object/string/bool and object columns that are not numbers."""
+    columns = list(frame.columns)
+    if isinstance(categorical_features, str):
+        if categorical_features != "auto":
+            raise ValueError(
+                f"categorical_features must be 'auto' or a list of indices/names, got {categorical_features!r}"
+            )
+        found = []
+        for i, column in enumerate(columns):
+            series = frame[column]
+            if (
+                isinstance(series.dtype, pd.CategoricalDtype)
+                or pd.api.types.is_bool_dtype(series.dtype)
+                or pd.api.types.is_string_dtype(series.dtype)
+                and not _is_numeric_object(series)
+            ):
+                found.append(i)
+        return found
+    positions = []
+    for item in categorical_features:
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if not -len(columns) <= item < len(columns):
+                raise ValueError(f"categorical_features index {item} is out of range for {len(columns)} columns")
+            positions.append(int(item) % len(columns))
+        elif item in columns:
+            positions.append(columns.index(item))
+        else:
+            raise ValueError(f"categorical_features names {item!r}, which is not a column of X")
+    return sorted(set(positions))
+
+
+def _is_numeric_object(series: pd.Series) -> bool:
+    if series.dtype != object:
+        return False
+    values = series.dropna()
+    return len(values) > 0 and pd.to_numeric(values, errors="coerce").notna().all()
+
+
+class TablePreprocessor:
+    """Turns a table (DataFrame with positional or named columns) into a float matrix."""
+
+    def __init__(self, categorical_features: str | Sequence[int | str] = "auto") -> None:
+        self.categorical_features = categorical_features
+
+    def fit(self, frame: pd.DataFrame) -> TablePreprocessor:
+        self.categorical_ = resolve_categorical(frame, self.categorical_features)
+        self.numeric_ = [i for i in range(frame.shape[1]) if i not in self.categorical_]
+        self.encoder_ = None
+        if self.categorical_:
+            self.encoder_ = OrdinalEncoder(
+                handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=np.nan
+            ).fit(self._categories(frame))
+        self.pipeline_ = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+                ("select", DropConstantAndDuplicateColumns()),
+                ("scale", RobustScaler(unit_variance=True)),
+                ("clip", FunctionTransformer(soft_clip)),
+            ]
+        ).fit(self._matrix(frame))
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Float32 matrix [n, f] with no NaN."""
+        return self.pipeline_.transform(self._matrix(frame)).astype(np.float32)
+
+    def _categories(self, frame: pd.DataFrame) -> np.ndarray:
+        part = frame.iloc[:, self.categorical_]
+        return part.astype(object).where(part.notna(), np.nan).astype(str).where(part.notna(), np.nan).to_numpy()
+
+    def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """Numeric columns as floats and categoricals as ordinal codes, NaN kept: [n, d] float64."""
+        out = np.empty((frame.shape[0], frame.shape[1]), dtype=np.float64)
+        for i in self.numeric_:
+            column = frame.iloc[:, i]
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(values) & column.notna().to_numpy()
+            if bad.any():
+                example = column[bad].iloc[0]
+                raise ValueError(
+                    f"column {frame.columns[i]!r} is numeric but holds the non-numeric value {example!r}; "
+                    "list it in categorical_features to encode it as a category"
+                )
+            if np.isinf(values).any():
+                raise ValueError(
+                    f"column {frame.columns[i]!r} of X contains inf; replace it with a finite value or NaN"
+                )
+            out[:, i] = values
+        if self.categorical_:
+            out[:, self.categorical_] = self.encoder_.transform(self._categories(frame))
+        return out
+
+
+def member_transform(kind: MemberTransform, n_rows: int, seed: int) -> TransformerMixin | None:
+    """The extra transform of an ensemble member (None for "none")."""
+    if kind == "none":
+        return None
+    if kind == "quantile":
+        return QuantileTransformer(
+            output_distribution="normal", n_quantiles=max(2, min(1000, n_rows)), random_state=seed
+        )
+    return PowerTransformer(method="yeo-johnson", standardize=True)

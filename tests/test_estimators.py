@@ -1,0 +1,224 @@
+"""PFNClassifier and PFNRegressor: the cache, the ensemble, preprocessing, limits, conformance."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from pfn import PFNClassifier, PFNRegressor
+
+
+@pytest.fixture(scope="module")
+def clf_data():
+    X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_classes=3, random_state=0)
+    return X[:90], y[:90], X[90:], y[90:]
+
+
+@pytest.fixture(scope="module")
+def reg_data():
+    X, y = make_regression(n_samples=120, n_features=5, noise=5.0, random_state=0)
+    return X[:90], y[:90] + 100, X[90:], y[90:] + 100
+
+
+def full_forward_proba(clf, X):
+    """Probabilities of a 1-member classifier from one uncached forward pass over train + test rows."""
+    member = clf.members_[0]
+    x_train = clf.preprocessor_.transform(pd.DataFrame(clf._train_X))[:, member.features]
+    x_test = clf.preprocessor_.transform(pd.DataFrame(X))[:, member.features]
+    xt, yt, xq, used, _ = clf.pfn_.prepare(x_train, np.searchsorted(clf.classes_, clf._train_y), x_test)
+    with torch.no_grad():
+        logits = clf.pfn_.model(torch.cat([xt, xq], 1), yt, used)[0]  # [m, K]
+    return torch.softmax(logits[:, : len(clf.classes_)].double() / clf.softmax_temperature, -1).numpy()
+
+
+def test_cache_matches_a_full_forward_pass_and_chunking(clf_data):
+    X, y, X_test, _ = clf_data
+    clf = PFNClassifier(n_estimators=1, random_state=0).fit(X, y)
+    clf._train_X, clf._train_y = X, y
+    cached = clf.predict_proba(X_test)
+    np.testing.assert_allclose(cached, full_forward_proba(clf, X_test), atol=1e-5)
+    chunked = clone(clf).set_params(batch_size=7).fit(X, y).predict_proba(X_test)
+    np.testing.assert_allclose(chunked, cached, atol=1e-5)
+    one_by_one = np.concatenate([clf.predict_proba(X_test[i : i + 1]) for i in range(len(X_test))])
+    np.testing.assert_allclose(one_by_one, cached, atol=1e-5)
+
+
+def test_single_member_is_deterministic_and_ensembles_are_seeded(clf_data):
+    X, y, X_test, _ = clf_data
+    a = PFNClassifier(n_estimators=1, random_state=0).fit(X, y).predict_proba(X_test)
+    b = PFNClassifier(n_estimators=1, random_state=5).fit(X, y).predict_proba(X_test)
+    np.testing.assert_array_equal(a, b)
+    c = PFNClassifier(n_estimators=4, random_state=1).fit(X, y).predict_proba(X_test)
+    d = PFNClassifier(n_estimators=4, random_state=1).fit(X, y).predict_proba(X_test)
+    np.testing.assert_array_equal(c, d)
+    np.testing.assert_allclose(c.sum(1), 1.0)
+
+
+def test_classifier_learns_and_handles_odd_labels(clf_data):
+    X, y, X_test, y_test = clf_data
+    labels = np.array(["cat", "dog", "emu"])
+    clf = PFNClassifier(random_state=0).fit(X, labels[y])
+    assert list(clf.classes_) == ["cat", "dog", "emu"]
+    assert clf.score(X_test, labels[y_test]) > 0.5  # chance is 1/3
+    assert set(clf.predict(X_test)) <= set(labels)
+
+
+def test_regressor_distribution_is_consistent(reg_data):
+    X, y, X_test, y_test = reg_data
+    reg = PFNRegressor(random_state=0).fit(X, y)
+    dist = reg.predict_dist(X_test)
+    mean = reg.predict(X_test)
+    np.testing.assert_allclose(mean, dist.mean())
+    assert reg.score(X_test, y_test) > 0.5
+    lo, hi = dist.interval(0.8)
+    q = reg.predict_quantiles(X_test, [0.1, 0.5, 0.9])
+    np.testing.assert_allclose(q[:, 0], lo, rtol=1e-6)
+    np.testing.assert_allclose(q[:, 1], dist.median(), rtol=1e-6)
+    np.testing.assert_allclose(dist.cdf(q[:, 2]), 0.9, atol=1e-4)
+    assert np.isfinite(dist.logpdf(y_test)).all() and dist.sample(5, random_state=0).shape == (5, len(X_test))
+    # the target scale is mapped back: densities integrate to one on the original scale
+    grid = np.linspace(mean[0] - 400, mean[0] + 400, 40_001)
+    density = np.exp(dist.logpdf(np.repeat(grid[:, None], len(X_test), 1)))[:, 0]
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_constant_target_is_predicted(reg_data):
+    X, _, X_test, _ = reg_data
+    reg = PFNRegressor(n_estimators=2).fit(X, np.full(len(X), 3.5))
+    np.testing.assert_allclose(reg.predict(X_test), 3.5, rtol=1e-6)
+
+
+def test_pandas_with_categoricals_and_missing_values():
+    rng = np.random.default_rng(0)
+    n = 80
+    frame = pd.DataFrame(
+        {
+            "colour": pd.Categorical(rng.choice(["red", "green", "blue"], n)),
+            "size": rng.normal(size=n),
+            "flag": rng.random(n) > 0.5,
+            "city": rng.choice(["a", "b"], n).astype(object),
+            "constant": 1.0,
+        }
+    )
+    frame.loc[rng.random(n) < 0.2, "size"] = np.nan
+    y = (frame["colour"] == "red").to_numpy() ^ frame["flag"].to_numpy()
+    clf = PFNClassifier(n_estimators=2, random_state=0).fit(frame, y)
+    assert clf.preprocessor_.categorical_ == [0, 2, 3]
+    assert list(clf.feature_names_in_) == list(frame.columns)
+    proba = clf.predict_proba(frame)
+    assert np.isfinite(proba).all() and clf.score(frame, y) > 0.7
+    unseen = frame.iloc[:3].copy()
+    unseen["city"] = ["zzz", "a", None]
+    assert clf.predict(unseen).shape == (3,)
+
+
+def test_more_classes_than_the_head_use_output_codes():
+    X, y = make_classification(
+        n_samples=650,
+        n_features=8,
+        n_informative=8,
+        n_redundant=0,
+        n_classes=26,
+        n_clusters_per_class=1,
+        class_sep=3.0,
+        random_state=0,
+    )
+    clf = PFNClassifier(n_estimators=8, random_state=0).fit(X[:520], y[:520])
+    assert len(clf.classes_) == 26 > clf.pfn_.config.n_outputs
+    proba = clf.predict_proba(X[520:])
+    assert proba.shape == (130, 26) and np.allclose(proba.sum(1), 1.0)
+    assert clf.score(X[520:], y[520:]) > 0.3  # chance is 1/26
+
+
+def test_more_features_than_the_model_and_more_rows_than_the_limit():
+    X, y = make_classification(n_samples=300, n_features=50, n_informative=10, random_state=0)
+    clf = PFNClassifier(n_estimators=3, max_train_rows=100, random_state=0).fit(X, y)
+    limit = clf.pfn_.config.n_features
+    assert all(len(m.features) == limit for m in clf.members_)
+    assert len({tuple(m.features) for m in clf.members_}) == 3
+    assert all(m.cache[0][0].shape[2] <= 100 for m in clf.members_)
+    assert clf.score(X, y) > 0.7
+
+
+def test_scikit_learn_composition(clf_data, reg_data):
+    X, y, _, _ = clf_data
+    pipe = make_pipeline(StandardScaler(), PFNClassifier(n_estimators=2, random_state=0))
+    assert cross_val_score(pipe, X, y, cv=3).mean() > 0.5
+    search = GridSearchCV(PFNClassifier(random_state=0), {"n_estimators": [1, 2]}, cv=2).fit(X, y)
+    assert search.best_params_["n_estimators"] in (1, 2)
+    Xr, yr, _, _ = reg_data
+    assert cross_val_score(PFNRegressor(n_estimators=2), Xr, yr, cv=3).mean() > 0.3
+
+
+@pytest.mark.parametrize("make", [PFNClassifier, PFNRegressor])
+def test_pickle_round_trip_predicts_identically(make, clf_data):
+    X, y, X_test, _ = clf_data
+    est = make(n_estimators=3, random_state=0).fit(X, y)
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict(X_test), est.predict(X_test))
+
+
+@pytest.mark.parametrize(
+    "fit_args, message",
+    [
+        ((np.array([[1.0, np.inf], [2.0, 3.0], [1.0, 1.0]]), [0, 1, 0]), "contains inf"),
+        ((np.ones((4, 2)), [0, 1, np.nan, 1]), "y contains NaN"),
+        ((np.ones((4, 2)), [1, 1, 1, 1]), "only one class"),
+        ((np.empty((0, 3)), []), "0 sample"),
+        ((pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "z"]}), [0, 1, 0]), None),
+    ],
+)
+def test_bad_fit_input_is_named(fit_args, message):
+    clf = PFNClassifier(n_estimators=1)
+    if message is None:  # strings in an "auto" frame are categorical: this fits
+        clf.fit(*fit_args)
+        with pytest.raises(ValueError, match="column 'b' is numeric but holds the non-numeric value 'x'"):
+            PFNClassifier(n_estimators=1, categorical_features=["a"]).fit(*fit_args)
+        return
+    with pytest.raises(ValueError, match=message):
+        clf.fit(*fit_args)
+
+
+def test_bad_predict_input_is_named(clf_data):
+    X, y, X_test, _ = clf_data
+    with pytest.raises(NotFittedError):
+        PFNClassifier().predict(X_test)
+    clf = PFNClassifier(n_estimators=1).fit(X, y)
+    with pytest.raises(ValueError, match="X has 5 features, but PFNClassifier is expecting 6"):
+        clf.predict(X_test[:, :5])
+    named = PFNClassifier(n_estimators=1).fit(pd.DataFrame(X, columns=list("abcdef")), y)
+    with pytest.raises(ValueError, match="feature names"):
+        named.predict(pd.DataFrame(X_test, columns=list("abcdeg")))
+    with pytest.raises(ValueError, match="n_estimators must be an integer >= 1"):
+        PFNClassifier(n_estimators=0).fit(X, y)
+
+
+FLOAT32_BATCHING = (
+    "the transformer runs in float32, and BLAS results depend on how many rows are multiplied at once at "
+    "the 1e-7 relative level, the check's tolerance; batched and unbatched predictions agree to 1e-5, see "
+    "test_cache_matches_a_full_forward_pass_and_chunking"
+)
+
+
+def expected_failures(estimator):
+    return {
+        "check_methods_subset_invariance": FLOAT32_BATCHING,
+        "check_methods_sample_order_invariance": FLOAT32_BATCHING,
+    }
+
+
+@parametrize_with_checks(
+    [PFNClassifier(n_estimators=2, show_progress=False), PFNRegressor(n_estimators=2, show_progress=False)],
+    expected_failed_checks=expected_failures,
+)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
