@@ -9,6 +9,7 @@ from typing import Any
 # name -> "module:function"; modules import lazily so the CLI starts fast
 REGISTRY: dict[str, str] = {
     "gp": "benchmarks.gp_posterior:run",
+    "speed": "benchmarks.speed:run",
 }
 
 

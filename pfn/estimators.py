@@ -9,6 +9,7 @@ then only runs test rows, in chunks of ``batch_size``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -155,35 +156,27 @@ class _PFNBase(BaseEstimator):
 
     # ------------------------------------------------------------ prediction
 
-    def _member_outputs(self, X: Any) -> list[np.ndarray]:
-        """Per member, the model's outputs [m, K] for the test rows, computed in chunks."""
+    def _predict_chunks(self, X: Any, reduce: Callable[[list[np.ndarray]], np.ndarray]) -> np.ndarray:
+        """``reduce`` of the members' outputs ([chunk, K] each) for every chunk of ``batch_size``
+        test rows, concatenated: memory stays bounded by the chunk, whatever the number of rows."""
         x = self._transformed(X)  # [m, f]
         chunks = range(0, len(x), self.batch_size)
-        outputs = []
-        progress = tqdm(
-            total=len(chunks) * len(self.members_),
-            disable=not self.show_progress or len(chunks) < 8,
-            desc="predict",
-            unit="chunk",
-        )
-        for member in self.members_:
-            x_member = x[:, member.features]
-            if member.transform is not None:
-                x_member = member.transform.transform(x_member).astype(np.float32)
-            parts = []
-            for start in chunks:
-                part = x_member[start : start + self.batch_size]
-                xq = torch.nn.functional.pad(torch.as_tensor(part), (0, self.pfn_.config.n_features - part.shape[1]))
-                used = torch.tensor([max(part.shape[1], 1)])
-                with torch.no_grad():
-                    out = self.pfn_.model.predict_test(
-                        member.cache, xq[None].to(self.pfn_.device), used.to(self.pfn_.device)
-                    )  # [1, chunk, K]
-                parts.append(out[0].float().cpu().numpy())
-                progress.update(1)
-            outputs.append(np.concatenate(parts) if parts else np.zeros((0, self.pfn_.config.n_outputs), np.float32))
-        progress.close()
-        return outputs
+        results = []
+        for start in tqdm(chunks, disable=not self.show_progress or len(chunks) < 8, desc="predict", unit="chunk"):
+            part = x[start : start + self.batch_size]
+            results.append(reduce([self._member_forward(member, part) for member in self.members_]))
+        return np.concatenate(results)
+
+    def _member_forward(self, member: _Member, x: np.ndarray) -> np.ndarray:
+        """The model's outputs [m, K] for preprocessed test rows x [m, f] seen by one member."""
+        x_member = x[:, member.features]
+        if member.transform is not None:
+            x_member = member.transform.transform(x_member).astype(np.float32)
+        xq = torch.nn.functional.pad(torch.as_tensor(x_member), (0, self.pfn_.config.n_features - x_member.shape[1]))
+        used = torch.tensor([max(x_member.shape[1], 1)])
+        with torch.no_grad():
+            out = self.pfn_.model.predict_test(member.cache, xq[None].to(self.pfn_.device), used.to(self.pfn_.device))
+        return out[0].float().cpu().numpy()  # [m, K]
 
 
 def _subsample(n: int, size: int, stratify: np.ndarray | None, rng: np.random.RandomState) -> np.ndarray:
@@ -268,10 +261,12 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         """Class probabilities [m, n_classes]: the members' probabilities averaged, or with more
         classes than the head, their geometric mean (each member's group probability shared
         equally among the classes of the group)."""
-        outputs = self._member_outputs(X)
-        k = len(self.classes_)
-        coded = k > self.pfn_.config.n_outputs
-        total = np.zeros((len(outputs[0]), k))
+        return self._predict_chunks(X, self._combine)
+
+    def _combine(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities [m, k] from the members' logits [m, K]."""
+        coded = len(self.classes_) > self.pfn_.config.n_outputs
+        total = np.zeros((len(outputs[0]), len(self.classes_)))
         for member, logits in zip(self.members_, outputs, strict=True):
             labels = np.unique(member.class_order)  # the model labels this member uses
             group = _softmax(logits[:, labels] / self.softmax_temperature)  # [m, labels]
@@ -313,20 +308,30 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         self._fit_members(frame, ((y - self.y_mean_) / self.y_scale_).astype(np.float32), stratify=None)
         return self
 
+    def _mixture(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """The members' bucket probabilities [m, K], averaged (a mixture of their distributions)."""
+        return np.mean([_softmax(o) for o in outputs], axis=0)
+
+    def _distribution(self, probs: np.ndarray) -> PredictiveDistribution:
+        logits = torch.as_tensor(np.log(np.maximum(probs, 1e-300)))
+        return PredictiveDistribution(
+            BarDistribution(self.pfn_.borders.double().cpu(), logits), self.y_mean_, self.y_scale_
+        )
+
     def predict_dist(self, X: Any) -> PredictiveDistribution:
-        """The predictive distribution of every row (numpy in, numpy out)."""
-        outputs = self._member_outputs(X)
-        probs = np.mean([_softmax(o) for o in outputs], axis=0)  # [m, K]
-        bar = BarDistribution(self.pfn_.borders.double().cpu(), torch.as_tensor(np.log(np.maximum(probs, 1e-300))))
-        return PredictiveDistribution(bar, self.y_mean_, self.y_scale_)
+        """The predictive distribution of every row (numpy in, numpy out). It holds K bucket
+        probabilities per row; for millions of rows use predict / predict_quantiles, which
+        reduce chunk by chunk."""
+        return self._distribution(self._predict_chunks(X, self._mixture))
 
     def predict(self, X: Any) -> np.ndarray:
         """The predictive mean of each row."""
-        return self.predict_dist(X).mean()
+        return self._predict_chunks(X, lambda outputs: self._distribution(self._mixture(outputs)).mean())
 
     def predict_quantiles(self, X: Any, quantiles: Any = (0.1, 0.5, 0.9)) -> np.ndarray:
         """Quantiles [m, len(quantiles)] of each row's predictive distribution."""
-        return self.predict_dist(X).quantile(np.atleast_1d(np.asarray(quantiles, dtype=np.float64)))
+        levels = np.atleast_1d(np.asarray(quantiles, dtype=np.float64))
+        return self._predict_chunks(X, lambda outputs: self._distribution(self._mixture(outputs)).quantile(levels))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -222,3 +222,17 @@ def expected_failures(estimator):
 )
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.slow
+def test_a_million_test_rows_in_bounded_memory():
+    import resource
+
+    X, y = make_classification(n_samples=200, n_features=5, random_state=0)
+    clf = PFNClassifier(n_estimators=2, batch_size=8192, random_state=0, show_progress=False).fit(X, y)
+    X_big = np.random.default_rng(0).normal(size=(1_000_000, 5))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    proba = clf.predict_proba(X_big)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert proba.shape == (1_000_000, 2) and np.isfinite(proba).all()
+    assert grown_mib < 600, f"peak memory grew by {grown_mib:.0f} MiB"
