@@ -2,16 +2,18 @@
 
 import pickle
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from pfn import PFNClassifier, PFNRegressor
@@ -159,12 +161,23 @@ def test_scikit_learn_composition(clf_data, reg_data):
     assert cross_val_score(PFNRegressor(n_estimators=2), Xr, yr, cv=3).mean() > 0.3
 
 
+def test_inside_a_column_transformer_pipeline():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"num": rng.normal(size=60), "word": rng.choice(["p", "q", "r"], 60)})
+    y = (frame["num"] > 0).to_numpy()
+    columns = ColumnTransformer([("num", StandardScaler(), ["num"]), ("word", OneHotEncoder(), ["word"])])
+    pipe = make_pipeline(columns, PFNClassifier(n_estimators=2, random_state=0)).fit(frame, y)
+    assert pipe.score(frame, y) > 0.8
+
+
 @pytest.mark.parametrize("make", [PFNClassifier, PFNRegressor])
-def test_pickle_round_trip_predicts_identically(make, clf_data):
+def test_pickle_and_joblib_round_trips_predict_identically(make, clf_data, tmp_path):
     X, y, X_test, _ = clf_data
     est = make(n_estimators=3, random_state=0).fit(X, y)
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(again.predict(X_test), est.predict(X_test))
+    joblib.dump(est, tmp_path / "est.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "est.joblib").predict(X_test), est.predict(X_test))
 
 
 @pytest.mark.parametrize(
