@@ -75,7 +75,7 @@ class _PFNBase(BaseEstimator):
         self.random_state = random_state
         self.show_progress = show_progress
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.categorical = True

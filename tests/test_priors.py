@@ -19,6 +19,7 @@ from priors import (
     Mixture,
     ReLUNetPrior,
     SparseLinearPrior,
+    Standardized,
     TreePrior,
 )
 from priors.gp import gp_predictive
@@ -40,6 +41,7 @@ ALL = [
     TreePrior(),
     Mixture(components=(GPPrior(), LinearPrior(inputs="uniform")), weights=(0.3, 0.7)),
     Classification(base=BNNPrior(), max_classes=5),
+    Standardized(base=GPPrior(outputscale=4.0)),
 ]
 
 
@@ -210,3 +212,11 @@ def test_classification_adapter_labels_and_permutation():
         y[batch_y.argmin()].item() for y, batch_y in zip(batch.y, GPPrior().sample(200, 80, 5, gen()).y, strict=True)
     ]
     assert len(set(first)) > 1
+
+
+def test_standardized_targets_have_zero_mean_and_unit_variance():
+    batch = Standardized(base=LinearPrior(weight_std=5.0)).sample(20, 50, 3, gen())
+    torch.testing.assert_close(batch.y.double().mean(1), torch.zeros(20, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch.y.double().std(1), torch.ones(20, dtype=torch.float64), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="needs a regression prior"):
+        Standardized(base=Classification(base=GPPrior()))
