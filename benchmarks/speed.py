@@ -31,7 +31,9 @@ def learners(model: str | None) -> dict[str, Callable[[], Any]]:
     try:
         from catboost import CatBoostClassifier
 
-        out["CatBoost"] = lambda: CatBoostClassifier(verbose=0, random_seed=0, thread_count=torch.get_num_threads())
+        out["CatBoost"] = lambda: CatBoostClassifier(
+            verbose=0, random_seed=0, thread_count=torch.get_num_threads(), allow_writing_files=False
+        )
     except ImportError:
         pass
     try:
