@@ -144,7 +144,8 @@ class _PFNBase(BaseEstimator):
             x_member = transform.fit_transform(x_member).astype(np.float32)
         class_order = self._class_order(index, rng)
         y_member = y[rows] if class_order is None else class_order[y[rows]]
-        xt, yt, _, used, _ = self.pfn_.prepare(x_member, y_member, x_member[:1])
+        xt, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, n', F], [1]
+        yt = torch.as_tensor(y_member, dtype=torch.float32)[None]  # [1, n']
         with torch.no_grad():
             cache = self.pfn_.model.encode_train(
                 xt.to(self.pfn_.device), yt.to(self.pfn_.device), used.to(self.pfn_.device)
@@ -172,10 +173,9 @@ class _PFNBase(BaseEstimator):
         x_member = x[:, member.features]
         if member.transform is not None:
             x_member = member.transform.transform(x_member).astype(np.float32)
-        xq = torch.nn.functional.pad(torch.as_tensor(x_member), (0, self.pfn_.config.n_features - x_member.shape[1]))
-        used = torch.tensor([max(x_member.shape[1], 1)])
+        xq, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, m, F], [1]
         with torch.no_grad():
-            out = self.pfn_.model.predict_test(member.cache, xq[None].to(self.pfn_.device), used.to(self.pfn_.device))
+            out = self.pfn_.model.predict_test(member.cache, xq.to(self.pfn_.device), used.to(self.pfn_.device))
         return out[0].float().cpu().numpy()  # [m, K]
 
 

@@ -89,11 +89,15 @@ class PFN:
         if self.task == "classification":
             if bool((yt != yt.round()).any()) or bool((yt < 0).any()) or bool((yt >= self.config.n_outputs).any()):
                 raise ValueError(f"y_train must hold class labels 0..{self.config.n_outputs - 1}")
-        pad = self.config.n_features - d
-        xt = torch.nn.functional.pad(xt, (0, pad))  # [B, n, F]
-        xq = torch.nn.functional.pad(xq, (0, pad))  # [B, m, F]
-        n_features = torch.full((xt.shape[0],), max(d, 1), dtype=torch.long)  # [B]
+        xt, n_features = self.pad_features(xt)  # [B, n, F], [B]
+        xq, _ = self.pad_features(xq)  # [B, m, F]
         return xt, yt, xq, n_features, batched
+
+    def pad_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Zero-pad x [B, r, d] to the model's feature count: x [B, r, F] and the used count [B]."""
+        d = x.shape[-1]
+        n_features = torch.full((x.shape[0],), max(d, 1), dtype=torch.long)  # [B]
+        return torch.nn.functional.pad(x, (0, self.config.n_features - d)), n_features
 
     @torch.no_grad()
     def predict(self, x_train: Any, y_train: Any, x_test: Any) -> BarDistribution | Tensor:

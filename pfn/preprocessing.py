@@ -68,8 +68,7 @@ def resolve_categorical(frame: pd.DataFrame, categorical_features: str | Sequenc
             if (
                 isinstance(series.dtype, pd.CategoricalDtype)
                 or pd.api.types.is_bool_dtype(series.dtype)
-                or pd.api.types.is_string_dtype(series.dtype)
-                and not _is_numeric_object(series)
+                or (pd.api.types.is_string_dtype(series.dtype) and not _is_numeric_object(series))
             ):
                 found.append(i)
         return found
