@@ -10,6 +10,8 @@ from typing import Any
 REGISTRY: dict[str, str] = {
     "gp": "benchmarks.gp_posterior:run",
     "speed": "benchmarks.speed:run",
+    "tabular": "benchmarks.tabular:run",
+    "training-curves": "benchmarks.training_curves:run",
 }
 
 

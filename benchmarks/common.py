@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 import pfn
-from pfn.checkpoint import CheckpointError, resolve, write_json
+from pfn.checkpoint import CheckpointError, atomic_write, resolve, write_json
 
 
 class WrongPriorError(CheckpointError):
@@ -46,3 +46,15 @@ def record_quality(model: str, key: str, figures: dict[str, Any]) -> Path:
     card.setdefault("quality", {})[key] = figures
     write_json(card_path, card)
     return card_path
+
+
+def splice_section(path: Path, name: str, text: str) -> None:
+    """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``path``
+    (atomically); ValueError if the markers are missing."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    document = path.read_text() if path.is_file() else ""
+    if begin not in document or end not in document:
+        raise ValueError(f"{path} needs the lines {begin!r} and {end!r} around the generated {name} section")
+    head, rest = document.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write(path, lambda tmp: tmp.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import shlex
 import sys
 from pathlib import Path
@@ -39,8 +40,18 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path("bench-results") / args.name
-    run(out=out, quick=args.quick, model=args.model, update_card=args.update_card)
+    options = {key: getattr(args, key) for key in BENCH_OPTIONS if getattr(args, key) is not None}
+    accepted = inspect.signature(run).parameters
+    refused = [f"--{key.replace('_', '-')}" for key in options if BENCH_OPTIONS[key] not in accepted]
+    if refused:
+        raise ConfigError(f"benchmark {args.name!r} takes no {', '.join(refused)}")
+    kwargs = {BENCH_OPTIONS[key]: value for key, value in options.items()}
+    run(out=out, quick=args.quick, model=args.model, update_card=args.update_card, **kwargs)
     return 0
+
+
+# benchmark-specific command-line options -> the run function's parameter names
+BENCH_OPTIONS = {"data": "data", "caps": "caps", "repeats": "repeats", "learners": "learner_names", "docs": "docs"}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -68,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="checkpoint name or path (default: the benchmark's shipped model)")
     b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--update-card", action="store_true", help="record the figures in the checkpoint's card")
+    b.add_argument("--data", help="tabular: folder with classification/ and regression/ CSV files")
+    b.add_argument("--caps", type=int, nargs="+", help="tabular: caps on the train rows (default 100 500 1000)")
+    b.add_argument("--repeats", type=int, help="tabular: train/test splits per table (default 5)")
+    b.add_argument("--learners", nargs="+", help="tabular: run only these learners, merged into --out's results")
+    b.add_argument("--docs", help="tabular: splice the report into this Markdown file (between markers)")
     b.set_defaults(run=_bench)
     d = sub.add_parser("demo", help="PFN estimators next to classic learners on scikit-learn's datasets")
     d.set_defaults(run=_demo)

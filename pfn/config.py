@@ -28,6 +28,10 @@ class TrainConfig:
     batch_size datasets per optimizer step, drawn as ``accumulation`` micro-batches; each
     dataset has n_rows rows, cut into n_train train rows (n_train drawn per micro-batch from
     [min_train, max_train], half the time uniformly, half log-uniformly) and test rows.
+    Row curriculum: with min_rows > 0, a step's row count is drawn log-uniformly from
+    [min_rows, cap], where cap grows linearly from min_rows to n_rows over the first
+    curriculum_fraction of the steps, and max_train shrinks in proportion (max_train · rows /
+    n_rows, at least min_train); min_rows = 0 keeps every step at n_rows rows.
     The learning rate warms up linearly for warmup_steps, then follows a cosine to zero.
     precision: "auto" picks bf16 autocast when a matmul measured at the model's width runs
     faster in bf16 than in fp32 on the training device, else fp32.
@@ -39,6 +43,8 @@ class TrainConfig:
     n_rows: int = 256
     min_train: int = 1
     max_train: int = 200
+    min_rows: int = 0
+    curriculum_fraction: float = 0.5
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
@@ -63,6 +69,13 @@ class TrainConfig:
                 f"need train.min_train <= train.max_train < train.n_rows (at least one test row), got "
                 f"{self.min_train}, {self.max_train}, {self.n_rows}"
             )
+        if self.min_rows and not self.min_train < self.min_rows <= self.n_rows:
+            raise ConfigError(
+                f"train.min_rows must be 0 (no curriculum) or in (min_train, n_rows], got {self.min_rows} "
+                f"with min_train={self.min_train}, n_rows={self.n_rows}"
+            )
+        if not 0.0 < self.curriculum_fraction <= 1.0:
+            raise ConfigError(f"train.curriculum_fraction must be in (0, 1], got {self.curriculum_fraction}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0 or self.weight_decay < 0:

@@ -37,13 +37,22 @@ def seed_for(*parts: int) -> int:
     return (int(words[0]) << 31) ^ int(words[1])
 
 
-def draw_train_size(config: TrainConfig, generator: torch.Generator) -> int:
-    """The number of train rows: half the time uniform, half log-uniform on [min_train, max_train]."""
-    lo, hi = config.min_train, config.max_train
+def draw_sizes(config: TrainConfig, step: int, generator: torch.Generator) -> tuple[int, int]:
+    """(rows, train rows) of a step's datasets: rows follow the row curriculum (see TrainConfig);
+    train rows are half the time uniform, half log-uniform on [min_train, the step's max_train]."""
+    n_rows, lo, hi = config.n_rows, config.min_train, config.max_train
+    if config.min_rows:
+        ramp = min(1.0, step / max(1.0, config.curriculum_fraction * config.steps))
+        cap = config.min_rows + ramp * (config.n_rows - config.min_rows)  # a float: rows may reach cap + 1
+        u = torch.rand(1, generator=generator, dtype=torch.float64).item()
+        n_rows = min(
+            config.n_rows, int(math.exp(math.log(config.min_rows) + u * math.log((cap + 1) / config.min_rows)))
+        )
+        hi = max(lo, min(n_rows - 1, config.max_train * n_rows // config.n_rows))
     u = torch.rand(2, generator=generator, dtype=torch.float64)
     if u[0] < 0.5:
-        return lo + int(u[1] * (hi - lo + 1))
-    return min(hi, int(math.exp(math.log(lo) + u[1].item() * (math.log(hi + 1) - math.log(lo)))))
+        return n_rows, lo + int(u[1] * (hi - lo + 1))
+    return n_rows, min(hi, int(math.exp(math.log(lo) + u[1].item() * (math.log(hi + 1) - math.log(lo)))))
 
 
 def compute_borders(config: RunConfig) -> Tensor:
@@ -229,8 +238,8 @@ def train(
         total = 0.0
         for index in range(tc.accumulation):
             generator = torch.Generator().manual_seed(seed_for(tc.seed, step, index))
-            n_train = draw_train_size(tc, generator)
-            batch = config.prior.sample(micro, tc.n_rows, config.model.n_features, generator)
+            n_rows, n_train = draw_sizes(tc, step, generator)
+            batch = config.prior.sample(micro, n_rows, config.model.n_features, generator)
             x, y, used = batch.x.to(dev), batch.y.to(dev), batch.n_features.to(dev)
             with autocast:
                 out = model(x, y[:, :n_train], used)  # [B, N - n, K]

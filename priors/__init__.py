@@ -22,12 +22,14 @@ from priors.base import (
 from priors.bnn import BNNPrior
 from priors.function_classes import LinearPrior, ReLUNetPrior, SparseLinearPrior, TreePrior
 from priors.gp import GPPrior
+from priors.scm import SCMPrior
 
 PRIORS: dict[str, type[Prior]] = {
     cls.name: cls
     for cls in (
         GPPrior,
         BNNPrior,
+        SCMPrior,
         LinearPrior,
         SparseLinearPrior,
         ReLUNetPrior,
@@ -95,6 +97,7 @@ __all__ = [
     "Mixture",
     "Prior",
     "ReLUNetPrior",
+    "SCMPrior",
     "SparseLinearPrior",
     "Standardized",
     "TreePrior",

@@ -107,6 +107,12 @@ def check_positive(name: str, param: Hyper, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be {bound}, got {param}")
 
 
+def log_uniform_int(low: int, high: int, generator: torch.Generator) -> int:
+    """An integer in [low, high], log-uniformly distributed (small values as likely per octave)."""
+    u = torch.rand(1, generator=generator, dtype=torch.float64).item()
+    return min(high, int(math.exp(math.log(low) + u * math.log((high + 1) / low))))
+
+
 def numpy_rng(generator: torch.Generator) -> np.random.Generator:
     """A numpy generator seeded from ``generator`` (for distributions torch cannot draw with one)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())

@@ -53,7 +53,8 @@ def test_missing_config_and_unknown_benchmark(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["bench", "no-such-bench"]) == 2
-    assert "unknown benchmark 'no-such-bench'; known: ['gp', 'speed']" in capsys.readouterr().err
+    known = "known: ['gp', 'speed', 'tabular', 'training-curves']"
+    assert f"unknown benchmark 'no-such-bench'; {known}" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point():

@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import pfn
 from pfn import PFNClassifier, PFNRegressor
 
 
@@ -142,9 +143,9 @@ def test_more_classes_than_the_head_use_output_codes():
 
 
 def test_more_features_than_the_model_and_more_rows_than_the_limit():
-    X, y = make_classification(n_samples=300, n_features=50, n_informative=10, random_state=0)
+    limit = pfn.load("tabular-clf").config.n_features
+    X, y = make_classification(n_samples=300, n_features=limit + 20, n_informative=10, random_state=0)
     clf = PFNClassifier(n_estimators=3, max_train_rows=100, random_state=0).fit(X, y)
-    limit = clf.pfn_.config.n_features
     assert all(len(m.features) == limit for m in clf.members_)
     assert len({tuple(m.features) for m in clf.members_}) == 3
     assert all(m.cache[0][0].shape[2] <= 100 for m in clf.members_)
@@ -167,7 +168,7 @@ def test_inside_a_column_transformer_pipeline():
     y = (frame["num"] > 0).to_numpy()
     columns = ColumnTransformer([("num", StandardScaler(), ["num"]), ("word", OneHotEncoder(), ["word"])])
     pipe = make_pipeline(columns, PFNClassifier(n_estimators=2, random_state=0)).fit(frame, y)
-    assert pipe.score(frame, y) > 0.8
+    assert pipe.score(frame, y) > max(y.mean(), 1 - y.mean()) + 0.1  # learns beyond the majority class
 
 
 @pytest.mark.parametrize("make", [PFNClassifier, PFNRegressor])

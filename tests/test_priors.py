@@ -18,11 +18,13 @@ from priors import (
     LogUniform,
     Mixture,
     ReLUNetPrior,
+    SCMPrior,
     SparseLinearPrior,
     Standardized,
     TreePrior,
 )
 from priors.gp import gp_predictive
+from priors.scm import robust_scale
 
 ALL = [
     GPPrior(),
@@ -220,3 +222,81 @@ def test_standardized_targets_have_zero_mean_and_unit_variance():
     torch.testing.assert_close(batch.y.double().std(1), torch.ones(20, dtype=torch.float64), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="needs a regression prior"):
         Standardized(base=Classification(base=GPPrior()))
+
+
+# ---------------------------------------------------------------- the SCM prior
+
+
+def test_scm_draws_finite_padded_reproducible_tables():
+    prior = SCMPrior(max_features=12, missing_probability=0.5)
+    a, b = prior.sample(6, 40, 16, gen(3)), prior.sample(6, 40, 16, gen(3))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert bool(torch.isfinite(a.x).all() and torch.isfinite(a.y).all())
+    unused = torch.arange(16)[None, :] >= a.n_features[:, None]  # [B, F]
+    assert bool((a.x.abs().sum(1)[unused] == 0).all())
+    assert int(a.n_features.max()) <= 16
+    assert priors.from_dict(prior.to_dict()) == prior
+
+
+def test_scm_features_are_scaled_like_the_estimators_scale_a_table():
+    from sklearn.preprocessing import RobustScaler
+
+    from pfn.preprocessing import soft_clip
+
+    x = torch.randn(200, 5, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0, 100.0]) + 7
+    expected = soft_clip(RobustScaler(unit_variance=True).fit_transform(x.numpy()))
+    np.testing.assert_allclose(robust_scale(x).numpy(), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_scm_categorical_columns_have_few_codes():
+    prior = SCMPrior(
+        min_features=4,
+        max_features=4,
+        warp_fraction=0.0,
+        quantize_fraction=0.0,
+        categorical_fraction=1.0,
+        max_categories=3,
+        missing_probability=0.0,
+    )
+    batch = prior.sample(10, 200, 4, gen())
+    for table in batch.x:
+        for column in table.T:
+            assert 1 <= len(torch.unique(column)) <= 3
+
+
+def test_scm_missing_values_come_with_indicator_columns():
+    prior = SCMPrior(min_features=3, max_features=3, missing_probability=1.0, max_missing_rate=0.9)
+    batch = prior.sample(20, 100, 8, gen())
+    assert int(batch.n_features.min()) >= 3 and int(batch.n_features.max()) > 3
+    for table, used in zip(batch.x, batch.n_features, strict=True):
+        for column in table[:, 3:used].T:  # the indicator columns: two values, missing or not
+            assert len(torch.unique(column)) == 2
+
+
+def test_scm_tree_mechanism_is_piecewise_constant():
+    prior = SCMPrior(
+        min_layers=1, max_layers=1, tree_probability=1.0, max_tree_depth=3, node_noise=0.0, target_noise=0.0
+    )
+    y = prior.sample(10, 300, 5, gen()).y
+    for target in y:  # a depth-3 tree has at most 8 leaves
+        assert len(torch.unique(target)) <= 8
+
+
+def test_scm_classification_covers_2_to_10_classes():
+    batch = Classification(base=SCMPrior(), max_classes=10).sample(200, 60, 10, gen())
+    counts = {int(torch.unique(y).numel()) for y in batch.y}
+    assert 2 in counts and max(counts) >= 9 and int(batch.y.max()) <= 9
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SCMPrior(activations=("swish",)), "activations must be a non-empty subset"),
+        (lambda: SCMPrior(max_missing_rate=1.0), "max_missing_rate must be < 1"),
+        (lambda: SCMPrior(min_layers=3, max_layers=2), "min_layers <= max_layers"),
+        (lambda: SCMPrior(max_categories=1), "max_categories must be >= 2"),
+    ],
+)
+def test_scm_rejects_impossible_settings(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

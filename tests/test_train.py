@@ -8,7 +8,7 @@ import pfn
 from pfn.checkpoint import CheckpointError, load_state
 from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
 from pfn.model import ModelConfig
-from pfn.train import choose_precision, draw_train_size, learning_rate, train
+from pfn.train import choose_precision, draw_sizes, learning_rate, train
 from priors import Classification, GPPrior, LinearPrior
 
 
@@ -17,8 +17,9 @@ def weights(run_dir):
     return tensors, state
 
 
-def test_resume_continues_exactly(tmp_path):
-    config = tiny_config()
+@pytest.mark.parametrize("curriculum", [{}, {"min_rows": 8}], ids=["fixed-rows", "row-curriculum"])
+def test_resume_continues_exactly(tmp_path, curriculum):
+    config = tiny_config(**curriculum)
     train(config, tmp_path / "straight", progress=False)
     train(config, tmp_path / "resumed", stop_at=3, progress=False)
     _, state = weights(tmp_path / "resumed")
@@ -91,9 +92,22 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 def test_train_sizes_cover_the_range():
     config = TrainConfig(min_train=1, max_train=200, n_rows=256)
     g = torch.Generator().manual_seed(0)
-    sizes = [draw_train_size(config, g) for _ in range(2000)]
-    assert min(sizes) == 1 and max(sizes) == 200
+    rows, sizes = zip(*(draw_sizes(config, 0, g) for _ in range(2000)), strict=True)
+    assert set(rows) == {256} and min(sizes) == 1 and max(sizes) == 200
     assert sum(s <= 10 for s in sizes) > 300  # the log-uniform half favours small train sets
+
+
+def test_row_curriculum_grows_rows_and_keeps_test_rows():
+    config = TrainConfig(steps=1000, min_rows=16, n_rows=512, min_train=4, max_train=448, curriculum_fraction=0.5)
+    g = torch.Generator().manual_seed(0)
+    first = [draw_sizes(config, 0, g) for _ in range(200)]
+    assert {rows for rows, _ in first} == {16}
+    late = [draw_sizes(config, 900, g) for _ in range(3000)]
+    rows = [r for r, _ in late]
+    assert min(rows) < 32 and max(rows) > 400 and max(rows) <= 512
+    assert all(4 <= n_train < r and n_train <= 448 * r // 512 + 4 for r, n_train in late)
+    middle = [draw_sizes(config, 250, g)[0] for _ in range(2000)]  # cap halfway up: 264 rows
+    assert max(middle) <= 264
 
 
 def test_auto_precision_measures_both():
@@ -108,6 +122,7 @@ def test_auto_precision_measures_both():
         (dict(model={"n_features": 3, "n_outputs": 16, "d_modell": 8}), r"unknown key\(s\) \['d_modell'\] in \[mod"),
         (dict(trian={}), r"unknown config key\(s\) \['trian'\]"),
         (dict(train={"max_train": 300, "n_rows": 256}), "at least one test row"),
+        (dict(train={"min_rows": 2, "min_train": 4}), "train.min_rows must be 0"),
         (dict(prior={"type": "gp", "max_features": 8}), "uses up to 8 features, more than the 3"),
     ],
 )
@@ -135,3 +150,14 @@ def test_more_classes_than_the_head_fails_before_training():
 def test_replace_train_helper_keeps_other_sections():
     config = replace_train(tiny_config(), steps=9)
     assert config.train.steps == 9 and config.prior == tiny_config().prior
+
+
+def test_training_curves_are_plotted_from_the_card(tmp_path):
+    from benchmarks.training_curves import run as plot_curves
+
+    train(tiny_config("classification"), tmp_path / "run", progress=False)
+    result = plot_curves(tmp_path / "out", model=str(tmp_path / "run" / "model.json"))
+    (entry,) = result["models"].values()
+    assert entry["steps"] == 6 and entry["datasets_seen"] == 24 and len(entry["curve"]) == 3
+    assert entry["final_loss"] == entry["curve"][-1][2]
+    assert (tmp_path / "out" / "training_curves.png").is_file()

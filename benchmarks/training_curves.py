@@ -1,0 +1,70 @@
+"""Training curves of checkpoints from their cards (``pfn bench training-curves``).
+
+Every card records its loss against datasets seen (``training.curve``); this plots them, one
+panel per task (classification cross-entropy, regression bar-distribution NLL), and writes
+``training_curves.json`` (steps, datasets seen, wall time, final loss per model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import environment
+from pfn.checkpoint import read_card, resolve, shipped_names, write_json
+
+DEFAULT_MODELS = ("tabular-clf", "tabular-reg")
+
+
+def run(out: Path, quick: bool = False, model: str | None = None, update_card: bool = False) -> dict[str, Any]:
+    """Plot the curves of ``model`` (a name or path) or of the shipped tabular models."""
+    names = [model] if model is not None else [n for n in DEFAULT_MODELS if n in shipped_names()]
+    cards = {name: read_card(resolve(name)) for name in names}
+    result = {
+        "benchmark": "training-curves",
+        "models": {
+            name: {
+                "task": card["task"],
+                "steps": card["training"]["steps"],
+                "datasets_seen": card["training"]["datasets_seen"],
+                "wall_time_s": card["training"]["wall_time_s"],
+                "final_loss": card["training"]["curve"][-1][2] if card["training"]["curve"] else None,
+                "curve": card["training"]["curve"],
+            }
+            for name, card in cards.items()
+        },
+        "environment": environment(),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "training_curves.json", result)
+    _plot(result["models"], out / "training_curves.png")
+    for name, m in result["models"].items():
+        print(
+            f"{name}: {m['steps']} steps, {m['datasets_seen']} datasets, {m['wall_time_s'] / 3600:.2f} h, "
+            f"final loss {m['final_loss']}"
+        )
+    return result
+
+
+def _plot(models: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({m["task"] for m in models.values()})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for name, m in models.items():
+            if m["task"] == task and m["curve"]:
+                seen = [point[1] for point in m["curve"]]
+                ax.plot(seen, [point[2] for point in m["curve"]], label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("datasets seen")
+        ax.set_ylabel("cross-entropy" if task == "classification" else "NLL (bar distribution)")
+        ax.set_title(task)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
