@@ -402,7 +402,7 @@ def run(
             splice_section(docs, f"tabular-{task}", report(result, task, prefix))
     if update_card and not quick:
         for task, section in result["summary"].items():
-            record_quality(result["tasks"][task]["model"], "tabular", _card_figures(section, task))
+            record_quality(result["tasks"][task]["model"], "tabular", _card_figures(section, task, out))
     print(summary_text(result))
     return result
 
@@ -493,9 +493,10 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _card_figures(section: dict[str, Any], task: str) -> dict[str, Any]:
+def _card_figures(section: dict[str, Any], task: str, out: Path) -> dict[str, Any]:
+    """Per cap: table count, and each learner's mean main metric and mean rank."""
     metric = MAIN_METRIC[task]
-    return {
+    per_cap = {
         cap: {
             "tables": s["tables"],
             **{
@@ -505,6 +506,7 @@ def _card_figures(section: dict[str, Any], task: str) -> dict[str, Any]:
         }
         for cap, s in section.items()
     }
+    return {"benchmark": f"pfn bench tabular; every figure in {out / 'tabular.json'}", **per_cap}
 
 
 # ---------------------------------------------------------------- report
