@@ -160,22 +160,14 @@ class Prior(ABC):
 
 
 @dataclass(frozen=True)
-class FunctionPrior(Prior):
-    """A prior that draws its inputs and a random function of them.
+class FeatureRangePrior(Prior):
+    """A prior whose datasets use min_features..max_features columns (``max_features=None``:
+    up to the requested count); owns validating that range."""
 
-    inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) features.
-    min_features, max_features: the number of used features per dataset is uniform on this
-        range; ``max_features=None`` means up to the requested feature count. Used features
-        are the leading columns; the rest are zero.
-    """
-
-    inputs: Literal["uniform", "normal"] = "uniform"
     min_features: int = 1
     max_features: int | None = None
 
     def __post_init__(self) -> None:
-        if self.inputs not in ("uniform", "normal"):
-            raise ValueError(f"inputs must be 'uniform' or 'normal', got {self.inputs!r}")
         if self.min_features < 1:
             raise ValueError(f"min_features must be >= 1, got {self.min_features}")
         if self.max_features is not None and self.max_features < self.min_features:
@@ -188,6 +180,23 @@ class FunctionPrior(Prior):
                 f"{type(self).__name__} uses up to {wanted} features, more than the {n_features} "
                 "columns requested; raise n_features or lower max_features/min_features"
             )
+
+
+@dataclass(frozen=True)
+class FunctionPrior(FeatureRangePrior):
+    """A prior that draws its inputs and a random function of them.
+
+    inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) features.
+    The number of used features per dataset is uniform on [min_features, max_features]. Used
+    features are the leading columns; the rest are zero.
+    """
+
+    inputs: Literal["uniform", "normal"] = "uniform"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.inputs not in ("uniform", "normal"):
+            raise ValueError(f"inputs must be 'uniform' or 'normal', got {self.inputs!r}")
 
     def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
         high = n_features if self.max_features is None else self.max_features

@@ -23,9 +23,9 @@ from torch import Tensor
 
 from priors.base import (
     Batch,
+    FeatureRangePrior,
     Hyper,
     LogUniform,
-    Prior,
     Uniform,
     check_positive,
     draw,
@@ -73,7 +73,7 @@ def robust_scale(x: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class SCMPrior(Prior):
+class SCMPrior(FeatureRangePrior):
     """Random structural causal models with MLP and tree mechanisms (regression targets).
 
     Structure: layers uniform on [min_layers, max_layers], width uniform on [min_width,
@@ -94,8 +94,6 @@ class SCMPrior(Prior):
 
     name: ClassVar[str] = "scm"
 
-    min_features: int = 1
-    max_features: int | None = None
     min_layers: int = 2
     max_layers: int = 5
     min_width: int = 4
@@ -116,10 +114,7 @@ class SCMPrior(Prior):
     max_missing_rate: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.min_features < 1:
-            raise ValueError(f"min_features must be >= 1, got {self.min_features}")
-        if self.max_features is not None and self.max_features < self.min_features:
-            raise ValueError(f"max_features ({self.max_features}) must be >= min_features ({self.min_features})")
+        super().__post_init__()
         if not 1 <= self.min_layers <= self.max_layers:
             raise ValueError(f"need 1 <= min_layers <= max_layers, got {self.min_layers}, {self.max_layers}")
         if not 1 <= self.min_width <= self.max_width:
@@ -141,14 +136,6 @@ class SCMPrior(Prior):
         check_positive("gain", self.gain)
         for field in ("node_noise", "target_noise", "warp_fraction", "quantize_fraction", "categorical_fraction"):
             check_positive(field, getattr(self, field), allow_zero=True)
-
-    def check_features(self, n_features: int) -> None:
-        wanted = max(self.min_features, self.max_features or 0)
-        if wanted > n_features:
-            raise ValueError(
-                f"SCMPrior uses up to {wanted} features, more than the {n_features} columns requested; "
-                "raise n_features or lower max_features/min_features"
-            )
 
     def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
         x = torch.zeros(batch_size, n_rows, n_features)  # [B, N, F]
