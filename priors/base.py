@@ -113,6 +113,13 @@ def log_uniform_int(low: int, high: int, generator: torch.Generator) -> int:
     return min(high, int(math.exp(math.log(low) + u * math.log((high + 1) / low))))
 
 
+def check_range(prior: Any, low: str, high: str) -> None:
+    """Reject integer fields ``low`` and ``high`` of ``prior`` unless 1 <= low <= high."""
+    lo, hi = getattr(prior, low), getattr(prior, high)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"need 1 <= {low} <= {high}, got {lo}, {hi}")
+
+
 def numpy_rng(generator: torch.Generator) -> np.random.Generator:
     """A numpy generator seeded from ``generator`` (for distributions torch cannot draw with one)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())

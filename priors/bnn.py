@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from priors.base import FunctionPrior, Hyper, add_noise, check_positive, draw
+from priors.base import FunctionPrior, Hyper, add_noise, check_positive, check_range, draw
 
 ACTIVATIONS = ("tanh", "relu", "identity")
 
@@ -37,10 +37,8 @@ class BNNPrior(FunctionPrior):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.min_layers <= self.max_layers:
-            raise ValueError(f"need 1 <= min_layers <= max_layers, got {self.min_layers}, {self.max_layers}")
-        if not 1 <= self.min_width <= self.max_width:
-            raise ValueError(f"need 1 <= min_width <= max_width, got {self.min_width}, {self.max_width}")
+        check_range(self, "min_layers", "max_layers")
+        check_range(self, "min_width", "max_width")
         unknown = set(self.activations) - set(ACTIVATIONS)
         if not self.activations or unknown:
             raise ValueError(f"activations must be a non-empty subset of {ACTIVATIONS}, got {self.activations}")

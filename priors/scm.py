@@ -28,6 +28,7 @@ from priors.base import (
     LogUniform,
     Uniform,
     check_positive,
+    check_range,
     draw,
     log_uniform_int,
     numpy_rng,
@@ -115,10 +116,8 @@ class SCMPrior(FeatureRangePrior):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.min_layers <= self.max_layers:
-            raise ValueError(f"need 1 <= min_layers <= max_layers, got {self.min_layers}, {self.max_layers}")
-        if not 1 <= self.min_width <= self.max_width:
-            raise ValueError(f"need 1 <= min_width <= max_width, got {self.min_width}, {self.max_width}")
+        check_range(self, "min_layers", "max_layers")
+        check_range(self, "min_width", "max_width")
         for field, allowed in (("activations", ACTIVATIONS), ("causes", CAUSES)):
             chosen = getattr(self, field)
             if not chosen or set(chosen) - set(allowed):
