@@ -33,6 +33,9 @@ class TrainConfig:
     curriculum_fraction of the steps, and max_train shrinks in proportion (max_train · rows /
     n_rows, at least min_train); min_rows = 0 keeps every step at n_rows rows.
     The learning rate warms up linearly for warmup_steps, then follows a cosine to zero.
+    init_from: a checkpoint (shipped name, weights path or run folder) whose weights start the
+    run instead of a random initialisation: a later stage of a multi-stage schedule, e.g. on a
+    re-weighted prior. Its architecture must equal [model]; a regression run keeps its borders.
     precision: "auto" picks bf16 autocast when a matmul measured at the model's width runs
     faster in bf16 than in fp32 on the training device, else fp32.
     """
@@ -54,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 50
     border_datasets: int = 2000
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "accumulation", "n_rows", "min_train", "checkpoint_every", "log_every")

@@ -7,6 +7,7 @@ run that stops and resumes from its training state continues exactly as an unint
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pfn.checkpoint import CheckpointError, load_state, save_model, save_state
-from pfn.config import ConfigError, RunConfig, TrainConfig
+from pfn.checkpoint import CheckpointError, load_model_files, load_state, save_model, save_state
+from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
 from pfn.heads import BarDistribution, equal_mass_borders
 from pfn.model import PFNTransformer
 
@@ -126,24 +127,71 @@ def build_model(config: RunConfig) -> PFNTransformer:
         return PFNTransformer(config.model)
 
 
+def initial_weights(config: RunConfig) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The weights and card of ``config.train.init_from``, checked against ``config.model``."""
+    source = config.train.init_from
+    try:
+        card, tensors = load_model_files(source)
+    except CheckpointError as error:
+        raise ConfigError(f"train.init_from={source!r} cannot be read: {error}") from None
+    model = dataclasses.asdict(config.model)
+    if card.get("model") != model:
+        raise ConfigError(
+            f"train.init_from={source!r} has the architecture {card.get('model')}, but [model] is {model}; "
+            "a later stage must keep the architecture of the checkpoint it starts from"
+        )
+    return {k: v.float() for k, v in tensors.items()}, card
+
+
+def stage_record(card: dict[str, Any], source: str) -> dict[str, Any]:
+    """What a later stage's card records of the checkpoint it started from (with its own origin)."""
+    training = card.get("training", {})
+    keys = ("command", "steps", "datasets_seen", "wall_time_s", "cpu_hours", "hardware", "init_from")
+    return {
+        "checkpoint": source,
+        "name": card.get("name"),
+        "weights_sha256": card.get("weights_sha256"),
+        **{k: training[k] for k in keys if k in training},
+        "prior": card.get("prior"),
+    }
+
+
+def _stages(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The earlier stages of a run, oldest first."""
+    stages, stage = [], state.get("init_from")
+    while stage:
+        stages.insert(0, stage)
+        stage = stage.get("init_from")
+    return stages
+
+
 def make_card(config: RunConfig, state: dict[str, Any], command: str) -> dict[str, Any]:
-    """The JSON card of a model trained to ``state``."""
+    """The JSON card of a model trained to ``state`` (totals include earlier stages)."""
     card = config.to_dict()
     card["task"] = config.model.task
+    cpu_hours = (
+        round(state["wall_time_s"] * state["hardware"].get("torch_threads", 1) / 3600, 3)
+        if "gpu" not in state["hardware"]
+        else None
+    )
+    stages = _stages(state)
     card["training"] = {
         "command": command,
         "steps": state["step"],
         "datasets_seen": state["datasets_seen"],
         "wall_time_s": round(state["wall_time_s"], 1),
-        "cpu_hours": round(state["wall_time_s"] * state["hardware"].get("torch_threads", 1) / 3600, 3)
-        if "gpu" not in state["hardware"]
-        else None,
+        "cpu_hours": cpu_hours,
         "hardware": state["hardware"],
         "precision": state["precision"],
         "precision_measurement": state["precision_measurement"],
         "torch": torch.__version__,
         "curve": state["curve"],
     }
+    if stages:
+        card["training"]["init_from"] = state["init_from"]
+        card["training"]["total_datasets_seen"] = state["datasets_seen"] + sum(s["datasets_seen"] for s in stages)
+        if cpu_hours is not None and all(s.get("cpu_hours") is not None for s in stages):
+            card["training"]["total_cpu_hours"] = round(cpu_hours + sum(s["cpu_hours"] for s in stages), 3)
     if state.get("borders") is not None:
         card["borders"] = state["borders"]
     card["quality"] = state.get("quality", {})
@@ -192,8 +240,9 @@ def train(
     state_path = out_dir / STATE_FILE
     if state_path.is_file():
         tensors, state = load_state(state_path)
-        if state["config"] != config.to_dict():
-            changed = sorted(k for k in config.to_dict() if state["config"].get(k) != config.to_dict()[k])
+        saved = from_dict(state["config"]).to_dict()  # defaults of newer fields filled in
+        if saved != config.to_dict():
+            changed = sorted(k for k in config.to_dict() if saved.get(k) != config.to_dict()[k])
             raise CheckpointError(
                 f"{out_dir} holds a run of a different config (sections differing: {changed}); "
                 "use another --out folder or the original config"
@@ -201,8 +250,15 @@ def train(
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
         _restore_optimizer(optimizer, tensors, state["optimizer"])
     else:
+        origin = None
+        if tc.init_from:
+            weights, init_card = initial_weights(config)
+            model.load_state_dict(weights)
+            origin = stage_record(init_card, tc.init_from)
         precision, measured = choose_precision(tc, dev)
-        borders = compute_borders(config).tolist() if config.model.task == "regression" else None
+        borders = None
+        if config.model.task == "regression":
+            borders = init_card["borders"] if origin else compute_borders(config).tolist()
         state = {
             "config": config.to_dict(),
             "step": 0,
@@ -213,6 +269,7 @@ def train(
             "precision": precision,
             "precision_measurement": measured,
             "borders": borders,
+            "init_from": origin,
         }
     state["hardware"] = hardware(dev)
     borders_t = torch.tensor(state["borders"], device=dev) if state["borders"] is not None else None

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 from helpers import replace_train, tiny_config
 
 import pfn
-from pfn.checkpoint import CheckpointError, load_state
+from pfn.checkpoint import CheckpointError, load_state, save_state
 from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
 from pfn.model import ModelConfig
 from pfn.train import choose_precision, draw_sizes, learning_rate, train
@@ -37,6 +38,53 @@ def test_resume_refuses_another_config(tmp_path):
     train(tiny_config(), tmp_path, stop_at=2, progress=False)
     with pytest.raises(CheckpointError, match=r"different config \(sections differing: \['train'\]\)"):
         train(tiny_config(lr=1e-2), tmp_path, progress=False)
+
+
+def test_resume_accepts_a_state_saved_before_a_config_field_existed(tmp_path):
+    config = tiny_config()
+    train(config, tmp_path, stop_at=2, progress=False)
+    tensors, state = load_state(tmp_path / "state.safetensors")
+    del state["config"]["train"]["init_from"]  # as written by an older version
+    save_state(tmp_path / "state.safetensors", tensors, state)
+    assert train(config, tmp_path, progress=False)["step"] == 6
+
+
+def test_a_later_stage_starts_from_the_earlier_weights_and_records_them(tmp_path):
+    first = tiny_config()
+    train(first, tmp_path / "stage1", progress=False)
+    stage1 = json.loads((tmp_path / "stage1" / "model.json").read_text())
+    second = dataclasses.replace(
+        replace_train(first, init_from=str(tmp_path / "stage1"), steps=4, lr=1e-9, warmup_steps=1),
+        prior=GPPrior(max_features=3, lengthscale=0.3),
+    )
+    train(second, tmp_path / "stage2", stop_at=1, progress=False)
+    start, _ = weights(tmp_path / "stage2")
+    end, _ = weights(tmp_path / "stage1")
+    for key in (k for k in start if k.startswith("model.")):  # one step at lr 1e-9 moves nothing visible
+        torch.testing.assert_close(start[key], end[key], atol=1e-6, rtol=0)
+    train(second, tmp_path / "stage2", progress=False)
+    card = json.loads((tmp_path / "stage2" / "model.json").read_text())
+    assert card["borders"] == stage1["borders"]  # buckets keep their meaning across stages
+    origin = card["training"]["init_from"]
+    assert origin["weights_sha256"] == stage1["weights_sha256"] and origin["steps"] == 6
+    assert card["training"]["total_datasets_seen"] == 6 * 4 + 4 * 4
+    third = replace_train(second, init_from=str(tmp_path / "stage2"))
+    train(third, tmp_path / "stage3", progress=False)
+    card3 = json.loads((tmp_path / "stage3" / "model.json").read_text())
+    assert card3["training"]["init_from"]["init_from"]["weights_sha256"] == stage1["weights_sha256"]
+    assert card3["training"]["total_datasets_seen"] == 6 * 4 + 2 * 4 * 4
+
+
+def test_a_later_stage_must_keep_the_architecture(tmp_path):
+    train(tiny_config(), tmp_path / "stage1", progress=False)
+    wider = dataclasses.replace(
+        replace_train(tiny_config(), init_from=str(tmp_path / "stage1")),
+        model=ModelConfig(n_features=3, n_outputs=16, d_model=32, n_layers=2, n_heads=2, d_ff=32),
+    )
+    with pytest.raises(ConfigError, match="must keep the architecture"):
+        train(wider, tmp_path / "stage2", progress=False)
+    with pytest.raises(ConfigError, match="init_from='nowhere' cannot be read"):
+        train(replace_train(tiny_config(), init_from="nowhere"), tmp_path / "stage3", progress=False)
 
 
 def test_checkpoint_files_are_written_atomically_and_loadable(tmp_path):
