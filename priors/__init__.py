@@ -13,6 +13,7 @@ from priors.base import (
     Classification,
     FunctionPrior,
     Gamma,
+    IrrelevantFeatures,
     LogUniform,
     Mixture,
     Prior,
@@ -37,6 +38,7 @@ PRIORS: dict[str, type[Prior]] = {
         Mixture,
         Classification,
         Standardized,
+        IrrelevantFeatures,
     )
 }
 
@@ -92,6 +94,7 @@ __all__ = [
     "FunctionPrior",
     "GPPrior",
     "Gamma",
+    "IrrelevantFeatures",
     "LinearPrior",
     "LogUniform",
     "Mixture",

@@ -360,6 +360,61 @@ class Classification(Prior):
 
 
 @dataclass(frozen=True)
+class IrrelevantFeatures(Prior):
+    """Adds uninformative columns to a base prior's datasets, so a model learns to find the
+    columns that matter (real tables often have many that do not).
+
+    With probability ``probability`` a dataset gets k extra columns, k log-uniform on
+    [1, max_ratio · used columns] (as room remains up to the requested count). Each is a copy of
+    one of its columns with the rows shuffled: the same marginal, independent of the target.
+    The used columns are then put in random order.
+    """
+
+    name: ClassVar[str] = "irrelevant_features"
+
+    base: Prior | None = None
+    probability: float = 0.3
+    max_ratio: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.base is None:
+            raise ValueError("IrrelevantFeatures needs a base prior")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {self.probability}")
+        if self.max_ratio <= 0:
+            raise ValueError(f"max_ratio must be > 0, got {self.max_ratio}")
+
+    @property
+    def task(self) -> Task:  # type: ignore[override]
+        return self.base.task  # type: ignore[union-attr]
+
+    @property
+    def n_classes(self) -> int:
+        return self.base.n_classes  # type: ignore[union-attr]
+
+    def check_features(self, n_features: int) -> None:
+        self.base.check_features(n_features)  # type: ignore[union-attr]
+
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+        x, used = batch.x.clone(), batch.n_features.clone()  # [B, N, F], [B]
+        add = torch.rand(batch_size, generator=generator) < self.probability  # [B]
+        for b in add.nonzero().squeeze(1).tolist():
+            f = int(used[b])
+            most = min(n_features - f, math.floor(self.max_ratio * f))
+            if most < 1:
+                continue
+            k = log_uniform_int(1, most, generator)
+            sources = torch.randint(0, f, (k,), generator=generator)  # [k]
+            shuffled = torch.stack([torch.randperm(n_rows, generator=generator) for _ in range(k)], 1)  # [N, k]
+            x[b, :, f : f + k] = x[b, :, sources].gather(0, shuffled)  # [N, k]
+            order = torch.randperm(f + k, generator=generator)  # [f + k]
+            x[b, :, : f + k] = x[b, :, order]
+            used[b] = f + k
+        return Batch(x=x, y=batch.y, n_features=used)
+
+
+@dataclass(frozen=True)
 class Standardized(Prior):
     """A regression prior whose targets are z-scored per dataset (mean 0, standard deviation 1
     over the dataset's rows), matching estimators that standardise targets before predicting."""

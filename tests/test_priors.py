@@ -14,6 +14,7 @@ from priors import (
     Classification,
     Gamma,
     GPPrior,
+    IrrelevantFeatures,
     LinearPrior,
     LogUniform,
     Mixture,
@@ -44,6 +45,7 @@ ALL = [
     Mixture(components=(GPPrior(), LinearPrior(inputs="uniform")), weights=(0.3, 0.7)),
     Classification(base=BNNPrior(), max_classes=5),
     Standardized(base=GPPrior(outputscale=4.0)),
+    IrrelevantFeatures(base=LinearPrior(max_features=3), probability=0.7),
 ]
 
 
@@ -222,6 +224,30 @@ def test_standardized_targets_have_zero_mean_and_unit_variance():
     torch.testing.assert_close(batch.y.double().std(1), torch.ones(20, dtype=torch.float64), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="needs a regression prior"):
         Standardized(base=Classification(base=GPPrior()))
+
+
+def test_irrelevant_features_are_shuffled_copies_and_keep_the_signal():
+    base = LinearPrior(min_features=2, max_features=2, noise=0.0)
+    batch = IrrelevantFeatures(base=base, probability=1.0, max_ratio=3.0).sample(40, 50, 8, gen())
+    assert bool((batch.n_features > 2).all() and (batch.n_features <= 8).all())
+    assert batch.n_features.max() > 4  # up to 3x the used columns are added
+    for x, y, d in zip(batch.x, batch.y, batch.n_features, strict=True):
+        columns = x[:, :d].numpy()
+        assert np.linalg.lstsq(columns, y.numpy(), rcond=None)[1].item() < 1e-8  # y = x @ w survives
+        distinct = {tuple(np.sort(c)) for c in columns.T}  # every added column has a source's values
+        assert len(distinct) == 2
+        assert len({tuple(c) for c in columns.T}) == d  # ...in another row order
+        assert bool((x[:, d:] == 0).all())
+
+
+def test_irrelevant_features_with_probability_zero_leave_the_base_unchanged():
+    base = GPPrior(max_features=3)
+    plain = base.sample(10, 20, 6, gen(5))
+    wrapped = IrrelevantFeatures(base=base, probability=0.0).sample(10, 20, 6, gen(5))
+    assert torch.equal(plain.x, wrapped.x) and torch.equal(plain.y, wrapped.y)
+    assert IrrelevantFeatures(base=Classification(base=base)).task == "classification"
+    with pytest.raises(ValueError, match="probability must be in"):
+        IrrelevantFeatures(base=base, probability=1.5)
 
 
 # ---------------------------------------------------------------- the SCM prior
