@@ -300,11 +300,15 @@ class Mixture(Prior):
 class Classification(Prior):
     """Turns a regression prior into a classification prior with min_classes..max_classes classes.
 
-    Per dataset, the number of classes is uniform on [min_classes, max_classes]; with probability
-    ``rank_fraction`` the class thresholds are y values at distinct random ranks (every class
-    occurs when the dataset has more rows than classes),
-    otherwise they are drawn from a normal fitted to the dataset's y (classes may be rare or
-    absent). Class labels are then randomly permuted.
+    Per dataset, the number of classes is uniform on [min_classes, max_classes]. Classes are
+    either intervals of y (ordinal) or, with probability ``prototype_fraction``, the cells of the
+    nearest of k random prototype rows in a weighted space of y and the used features (classes
+    with no order, like clusters; each feature's weight is log-uniform on [0.01, 1] and y's on
+    [0.3, 3], so some features decide the class and others barely). For intervals, with
+    probability ``rank_fraction`` the class thresholds are y values at distinct random ranks
+    (every class occurs when the dataset has more rows than classes), otherwise they are drawn
+    from a normal fitted to the dataset's y (classes may be rare or absent). Class labels are
+    then randomly permuted.
     """
 
     name: ClassVar[str] = "classification"
@@ -314,10 +318,13 @@ class Classification(Prior):
     min_classes: int = 2
     max_classes: int = 10
     rank_fraction: float = 0.5
+    prototype_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.base is None or self.base.task != "regression":
             raise ValueError("Classification needs a regression prior as its base")
+        if not 0.0 <= self.prototype_fraction <= 1.0:
+            raise ValueError(f"prototype_fraction must be in [0, 1], got {self.prototype_fraction}")
         if not 2 <= self.min_classes <= self.max_classes:
             raise ValueError(f"need 2 <= min_classes <= max_classes, got {self.min_classes} and {self.max_classes}")
         if not 0.0 <= self.rank_fraction <= 1.0:
@@ -351,12 +358,38 @@ class Classification(Prior):
         unused = torch.arange(k_max - 1)[None, :] >= (n_classes[:, None] - 1)  # [B, K-1]
         thresholds = thresholds.masked_fill(unused, float("inf"))
         labels = (y[:, :, None] > thresholds[:, None, :]).sum(-1)  # [B, N] in 0..n_classes-1
+        if self.prototype_fraction > 0:  # (no extra draws otherwise: earlier configs sample as before)
+            cells = _nearest_prototype(batch.x.double(), batch.n_features, y, n_classes, k_max, generator)
+            use_cells = torch.rand(batch_size, 1, generator=generator) < self.prototype_fraction  # [B, 1]
+            labels = torch.where(use_cells, cells, labels)
         # a random permutation of the first n_classes labels of each dataset
         keys = torch.rand(batch_size, k_max, generator=generator)  # [B, K]
         keys = keys + (torch.arange(k_max)[None, :] >= n_classes[:, None]).float() * 2.0
         permutation = keys.argsort(dim=1)  # [B, K]; entries < n_classes come first
         labels = permutation.gather(1, labels)  # [B, N]
         return Batch(x=batch.x, y=labels, n_features=batch.n_features)
+
+
+def _nearest_prototype(
+    x: Tensor, used: Tensor, y: Tensor, n_classes: Tensor, k_max: int, generator: torch.Generator
+) -> Tensor:
+    """Labels [B, N]: the index of the nearest of n_classes[b] prototype rows (random distinct
+    rows when there are enough) in the space of y [B, N] and the used features of x [B, N, F],
+    each dimension with a random weight (see Classification)."""
+    batch, n_rows, n_features = x.shape
+    scale = y.std(dim=1, keepdim=True).nan_to_num(1.0).clamp_min(1e-6) if n_rows > 1 else torch.ones_like(y[:, :1])
+    y_weight = torch.exp(math.log(0.3) + math.log(10) * torch.rand(batch, 1, generator=generator, dtype=x.dtype))
+    x_weight = torch.exp(math.log(0.01) + math.log(100) * torch.rand(batch, n_features, generator=generator))
+    x_weight = x_weight.to(x.dtype) * feature_mask(used, n_features).to(x.dtype)  # [B, F]
+    z = torch.cat([((y - y.mean(1, keepdim=True)) / scale * y_weight)[..., None], x * x_weight.sqrt()[:, None]], -1)
+    if n_rows >= k_max:
+        rows = torch.rand(batch, n_rows, generator=generator).argsort(1)[:, :k_max]  # [B, K]
+    else:
+        rows = torch.randint(0, n_rows, (batch, k_max), generator=generator)  # [B, K]
+    prototypes = z.gather(1, rows[..., None].expand(-1, -1, z.shape[-1]))  # [B, K, F + 1]
+    distance = torch.cdist(z, prototypes)  # [B, N, K]
+    unused = torch.arange(k_max)[None, None, :] >= n_classes[:, None, None]  # [B, 1, K]
+    return distance.masked_fill(unused, float("inf")).argmin(-1)  # [B, N]
 
 
 @dataclass(frozen=True)

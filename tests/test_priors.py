@@ -218,6 +218,27 @@ def test_classification_adapter_labels_and_permutation():
     assert len(set(first)) > 1
 
 
+def test_prototype_classes_are_unordered_cells_and_leave_interval_sampling_unchanged():
+    base = GPPrior(max_features=3)
+    cells = Classification(base=base, max_classes=6, prototype_fraction=1.0).sample(100, 60, 4, gen(1))
+    intervals = Classification(base=base, max_classes=6, rank_fraction=1.0).sample(100, 60, 4, gen(1))
+    base_y = base.sample(100, 60, 4, gen(1)).y
+
+    def ordinal(labels, y):  # each class is an interval of y: sorted by y, labels change k-1 times
+        changes = (labels[y.argsort()].diff() != 0).sum().item()
+        return changes == len(torch.unique(labels)) - 1
+
+    for labels in cells.y:
+        assert torch.unique(labels).tolist() == list(range(len(torch.unique(labels))))  # every cell has its prototype
+    assert all(ordinal(lab, y) for lab, y in zip(intervals.y, base_y, strict=True))
+    assert sum(ordinal(lab, y) for lab, y in zip(cells.y, base_y, strict=True)) < 50
+    default = Classification(base=base, max_classes=6).sample(10, 30, 4, gen(2))
+    explicit = Classification(base=base, max_classes=6, prototype_fraction=0.0).sample(10, 30, 4, gen(2))
+    assert torch.equal(default.y, explicit.y)
+    with pytest.raises(ValueError, match="prototype_fraction must be in"):
+        Classification(base=base, prototype_fraction=2.0)
+
+
 def test_standardized_targets_have_zero_mean_and_unit_variance():
     batch = Standardized(base=LinearPrior(weight_std=5.0)).sample(20, 50, 3, gen())
     torch.testing.assert_close(batch.y.double().mean(1), torch.zeros(20, dtype=torch.float64), atol=1e-5, rtol=0)
