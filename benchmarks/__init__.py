@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "gp": "benchmarks.gp_posterior:run",
     "speed": "benchmarks.speed:run",
     "tabular": "benchmarks.tabular:run",
+    "temperature": "benchmarks.temperature:run",
     "training-curves": "benchmarks.training_curves:run",
 }
 

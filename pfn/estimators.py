@@ -202,7 +202,9 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         input transform (none / quantile / power). 1 is exact and deterministic. With more
         classes than the model's head, each member sees a different random grouping of the
         classes (error-correcting output codes): use at least 8 members there.
-    softmax_temperature : divides the logits before the softmax (below 1 sharpens).
+    softmax_temperature : divides the logits before the softmax (below 1 sharpens). None: the
+        temperature chosen on the model's own prior and recorded on its card by
+        ``pfn bench temperature --update-card`` (1.0 for a card without one).
     categorical_features : "auto" (pandas category/object/string/bool columns and non-numeric
         object columns) or a list of column indices or names.
     max_train_rows : at most this many train rows per member (stratified subsample beyond it).
@@ -219,7 +221,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         self,
         model: str | None = None,
         n_estimators: int = 8,
-        softmax_temperature: float = 0.9,
+        softmax_temperature: float | None = None,
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
         batch_size: int = 1024,
@@ -243,8 +245,9 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"y has only one class ({self.classes_[0]!r}); a classifier needs at least two")
-        if not (isinstance(self.softmax_temperature, (int, float)) and self.softmax_temperature > 0):
-            raise ValueError(f"softmax_temperature must be > 0, got {self.softmax_temperature!r}")
+        temperature = self.softmax_temperature
+        if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"softmax_temperature must be None or > 0, got {temperature!r}")
         self._fit_members(frame, encoded, stratify=encoded)
         return self
 
@@ -263,13 +266,19 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         equally among the classes of the group)."""
         return self._predict_chunks(X, self._combine)
 
+    def _temperature(self) -> float:
+        if self.softmax_temperature is not None:
+            return float(self.softmax_temperature)
+        return float(self.pfn_.card.get("quality", {}).get("temperature", {}).get("best", 1.0))
+
     def _combine(self, outputs: list[np.ndarray]) -> np.ndarray:
         """Class probabilities [m, k] from the members' logits [m, K]."""
         coded = len(self.classes_) > self.pfn_.config.n_outputs
+        temperature = self._temperature()
         total = np.zeros((len(outputs[0]), len(self.classes_)))
         for member, logits in zip(self.members_, outputs, strict=True):
             labels = np.unique(member.class_order)  # the model labels this member uses
-            group = _softmax(logits[:, labels] / self.softmax_temperature)  # [m, labels]
+            group = _softmax(logits[:, labels] / temperature)  # [m, labels]
             position = np.searchsorted(labels, member.class_order)  # [k]
             share = np.bincount(position, minlength=len(labels))[position]  # classes per label
             probs = group[:, position] / share  # [m, k]

@@ -40,7 +40,7 @@ def full_forward_proba(clf, X):
     xt, yt, xq, used, _ = clf.pfn_.prepare(x_train, np.searchsorted(clf.classes_, clf._train_y), x_test)
     with torch.no_grad():
         logits = clf.pfn_.model(torch.cat([xt, xq], 1), yt, used)[0]  # [m, K]
-    return torch.softmax(logits[:, : len(clf.classes_)].double() / clf.softmax_temperature, -1).numpy()
+    return torch.softmax(logits[:, : len(clf.classes_)].double() / clf._temperature(), -1).numpy()
 
 
 def test_cache_matches_a_full_forward_pass_and_chunking(clf_data):
