@@ -91,6 +91,10 @@ class SCMPrior(FeatureRangePrior):
     depending on the value; each such column gets an indicator column while room remains.
     Target: a node in the later half of the graph plus heteroscedastic Gaussian noise whose
     scale (``target_noise``) is modulated by another node.
+    Feature nodes are drawn uniformly (``relevance_power`` 0) or, with a power p drawn per
+    dataset, with probabilities proportional to (0.01 + r)^p, r a node's dependence on the
+    target (the larger absolute correlation of the node or its square with the target node):
+    at p = 0 many tables have no column that tells anything about the target.
     """
 
     name: ClassVar[str] = "scm"
@@ -113,6 +117,7 @@ class SCMPrior(FeatureRangePrior):
     max_categories: int = 10
     missing_probability: float = 0.2
     max_missing_rate: float = 0.3
+    relevance_power: Hyper = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,7 +138,8 @@ class SCMPrior(FeatureRangePrior):
             raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
         check_positive("edge_keep", self.edge_keep)
         check_positive("gain", self.gain)
-        for field in ("node_noise", "target_noise", "warp_fraction", "quantize_fraction", "categorical_fraction"):
+        fields = ("node_noise", "target_noise", "warp_fraction", "quantize_fraction", "categorical_fraction")
+        for field in (*fields, "relevance_power"):
             check_positive(field, getattr(self, field), allow_zero=True)
 
     def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
@@ -215,14 +221,26 @@ class SCMPrior(FeatureRangePrior):
         nodes = torch.cat(layers, dim=1)  # [N, (L + 1) W]
         first_late = width * (1 + n_layers // 2)  # the target comes from the later half
         target = int(torch.randint(first_late, nodes.shape[1], (1,), generator=generator).item())
-        others = torch.randperm(nodes.shape[1], generator=generator)
-        others = others[others != target]
+        others = self._feature_order(nodes, target, generator)  # [(L + 1) W - 1], the target left out
         features = nodes[:, others[:n_used]]  # [N, n_used]
         modulator = _zscore(nodes[:, others[-1:]]).squeeze(1)  # [N], drives heteroscedasticity
         slope = torch.rand(1, generator=generator).item()
         scale = self._one(self.target_noise, generator) * torch.exp(slope * modulator.clamp(-3, 3))  # [N]
         y = _zscore(nodes[:, target : target + 1]).squeeze(1) + scale * torch.randn(n_rows, generator=generator)
         return features, y
+
+    def _feature_order(self, nodes: Tensor, target: int, generator: torch.Generator) -> Tensor:
+        """All node indices but the target's, in the order features are read off them."""
+        if self.relevance_power == 0.0:  # (no extra draws: earlier configs sample as before)
+            order = torch.randperm(nodes.shape[1], generator=generator)
+            return order[order != target]
+        z = _zscore(nodes)  # [N, M]
+        squares = _zscore(z * z)  # [N, M]
+        y = z[:, target : target + 1]  # [N, 1]
+        dependence = torch.maximum((z * y).mean(0).abs(), (squares * y).mean(0).abs())  # [M]
+        weights = (0.01 + dependence).pow(self._one(self.relevance_power, generator))  # [M]
+        weights[target] = 0.0
+        return torch.multinomial(weights, nodes.shape[1] - 1, replacement=False, generator=generator)
 
     def _observe(self, features: Tensor, n_columns: int, generator: torch.Generator) -> Tensor:
         """Warp, quantise, categorise, blank out and scale raw features [N, f] -> [N, f'] with

@@ -329,6 +329,22 @@ def test_scm_tree_mechanism_is_piecewise_constant():
         assert len(torch.unique(target)) <= 8
 
 
+def test_scm_relevance_power_reads_features_off_nodes_that_depend_on_the_target():
+    def best_dependence(prior):  # per dataset: the strongest |correlation| of a column (or its square) with y
+        batch = prior.sample(60, 200, 8, gen(4))
+        out = []
+        for x, y, d in zip(batch.x.double(), batch.y.double(), batch.n_features, strict=True):
+            z = torch.cat([x[:, :d], x[:, :d] ** 2], 1)
+            z = (z - z.mean(0)) / z.std(0).clamp_min(1e-9)
+            out.append(((z * ((y - y.mean()) / y.std())[:, None]).mean(0).abs().max()).item())
+        return np.array(out)
+
+    uniform = best_dependence(SCMPrior(max_features=3, missing_probability=0.0))
+    relevant = best_dependence(SCMPrior(max_features=3, missing_probability=0.0, relevance_power=3.0))
+    assert np.median(relevant) > np.median(uniform) + 0.1
+    assert (relevant < 0.1).mean() < (uniform < 0.1).mean()  # fewer tables with nothing to learn
+
+
 def test_scm_classification_covers_2_to_10_classes():
     batch = Classification(base=SCMPrior(), max_classes=10).sample(200, 60, 10, gen())
     counts = {int(torch.unique(y).numel()) for y in batch.y}
