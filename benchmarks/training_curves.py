@@ -2,7 +2,9 @@
 
 Every card records its loss against datasets seen (``training.curve``); this plots them, one
 panel per task (classification cross-entropy, regression bar-distribution NLL), and writes
-``training_curves.json`` (steps, datasets seen, wall time, final loss per model).
+``training_curves.json`` (steps, datasets seen, wall time, final loss per model). A model
+trained in stages (``train.init_from``) is drawn stage after stage on one axis of datasets
+seen since the first stage; an earlier stage whose card kept no curve leaves a gap.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
                 "wall_time_s": card["training"]["wall_time_s"],
                 "final_loss": card["training"]["curve"][-1][2] if card["training"]["curve"] else None,
                 "curve": card["training"]["curve"],
+                "stages": stage_curves(card["training"]),
             }
             for name, card in cards.items()
         },
@@ -47,6 +50,19 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
     return result
 
 
+def stage_curves(training: dict[str, Any]) -> list[list[list[float]]]:
+    """The curve of every stage, oldest first, with datasets seen counted from the first stage."""
+    chain, stage = [training], training.get("init_from")
+    while stage:
+        chain.insert(0, stage)
+        stage = stage.get("init_from")
+    curves, offset = [], 0
+    for stage in chain:
+        curves.append([[step, seen + offset, loss] for step, seen, loss in stage.get("curve", [])])
+        offset += stage["datasets_seen"]
+    return curves
+
+
 def _plot(models: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -57,9 +73,12 @@ def _plot(models: dict[str, dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for name, m in models.items():
-            if m["task"] == task and m["curve"]:
-                seen = [point[1] for point in m["curve"]]
-                ax.plot(seen, [point[2] for point in m["curve"]], label=name)
+            if m["task"] != task:
+                continue
+            for index, curve in enumerate(m["stages"]):
+                if curve:
+                    label = name if len(m["stages"]) == 1 else f"{name}, stage {index + 1}"
+                    ax.plot([point[1] for point in curve], [point[2] for point in curve], label=label)
         ax.set_xscale("log")
         ax.set_xlabel("datasets seen")
         ax.set_ylabel("cross-entropy" if task == "classification" else "NLL (bar distribution)")

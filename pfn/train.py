@@ -146,7 +146,7 @@ def initial_weights(config: RunConfig) -> tuple[dict[str, Tensor], dict[str, Any
 def stage_record(card: dict[str, Any], source: str) -> dict[str, Any]:
     """What a later stage's card records of the checkpoint it started from (with its own origin)."""
     training = card.get("training", {})
-    keys = ("command", "steps", "datasets_seen", "wall_time_s", "cpu_hours", "hardware", "init_from")
+    keys = ("command", "steps", "datasets_seen", "wall_time_s", "cpu_hours", "hardware", "curve", "init_from")
     return {
         "checkpoint": source,
         "name": card.get("name"),

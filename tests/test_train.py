@@ -67,6 +67,7 @@ def test_a_later_stage_starts_from_the_earlier_weights_and_records_them(tmp_path
     assert card["borders"] == stage1["borders"]  # buckets keep their meaning across stages
     origin = card["training"]["init_from"]
     assert origin["weights_sha256"] == stage1["weights_sha256"] and origin["steps"] == 6
+    assert origin["curve"] == stage1["training"]["curve"]
     assert card["training"]["total_datasets_seen"] == 6 * 4 + 4 * 4
     third = replace_train(second, init_from=str(tmp_path / "stage2"))
     train(third, tmp_path / "stage3", progress=False)
@@ -209,3 +210,18 @@ def test_training_curves_are_plotted_from_the_card(tmp_path):
     assert entry["steps"] == 6 and entry["datasets_seen"] == 24 and len(entry["curve"]) == 3
     assert entry["final_loss"] == entry["curve"][-1][2]
     assert (tmp_path / "out" / "training_curves.png").is_file()
+
+
+def test_training_curves_of_a_staged_model_continue_on_one_axis(tmp_path):
+    from benchmarks.training_curves import run as plot_curves
+
+    first = tiny_config()
+    train(first, tmp_path / "stage1", progress=False)
+    second = replace_train(first, init_from=str(tmp_path / "stage1"), steps=4, seed=1)
+    train(second, tmp_path / "stage2", progress=False)
+    result = plot_curves(tmp_path / "out", model=str(tmp_path / "stage2" / "model.json"))
+    (entry,) = result["models"].values()
+    one, two = entry["stages"]
+    assert [p[1] for p in one] == [8, 16, 24]  # stage 1: 2 steps of 4 datasets per curve point
+    assert [p[1] for p in two] == [24 + 8, 24 + 16]  # stage 2 starts where stage 1 ended
+    assert [p[2] for p in two] == [p[2] for p in entry["curve"]]
