@@ -2,7 +2,8 @@
 
 Every card records its loss against datasets seen (``training.curve``); this plots them, one
 panel per task (classification cross-entropy, regression bar-distribution NLL), and writes
-``training_curves.json`` (steps, datasets seen, wall time, final loss per model). A model
+``training_curves.json`` (steps, datasets seen, wall time, final loss per model); the plot draws
+a running mean over the points, which vary with the rows drawn per step. A model
 trained in stages (``train.init_from``) is drawn stage after stage on one axis of datasets
 seen since the first stage; an earlier stage whose card kept no curve leaves a gap.
 """
@@ -16,6 +17,7 @@ from benchmarks.common import environment
 from pfn.checkpoint import read_card, resolve, shipped_names, write_json
 
 DEFAULT_MODELS = ("tabular-clf", "tabular-reg")
+SMOOTH = 10  # curve points (each a mean over log_every steps) in the running mean drawn over them
 
 
 def run(out: Path, quick: bool = False, model: str | None = None, update_card: bool = False) -> dict[str, Any]:
@@ -63,6 +65,11 @@ def stage_curves(training: dict[str, Any]) -> list[list[list[float]]]:
     return curves
 
 
+def _running_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each value and the up to ``window - 1`` values before it."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+
+
 def _plot(models: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -78,7 +85,9 @@ def _plot(models: dict[str, dict[str, Any]], path: Path) -> None:
             for index, curve in enumerate(m["stages"]):
                 if curve:
                     label = name if len(m["stages"]) == 1 else f"{name}, stage {index + 1}"
-                    ax.plot([point[1] for point in curve], [point[2] for point in curve], label=label)
+                    seen, loss = [point[1] for point in curve], [point[2] for point in curve]
+                    (line,) = ax.plot(seen, loss, alpha=0.3, linewidth=0.8)
+                    ax.plot(seen, _running_mean(loss, SMOOTH), color=line.get_color(), label=label)
         ax.set_xscale("log")
         ax.set_xlabel("datasets seen")
         ax.set_ylabel("cross-entropy" if task == "classification" else "NLL (bar distribution)")
