@@ -14,13 +14,16 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from priors.base import FunctionPrior, add_noise, check_positive, feature_mask
+from priors.base import FunctionPrior, Hyper, add_noise, check_positive, draw, feature_mask
 
 
 @dataclass(frozen=True)
 class _NoisyFunction(FunctionPrior):
+    """A random function plus Gaussian noise of standard deviation ``noise`` (a float, or a
+    hyperprior drawn per dataset)."""
+
     inputs: Literal["uniform", "normal"] = "normal"
-    noise: float = 0.0
+    noise: Hyper = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -28,7 +31,9 @@ class _NoisyFunction(FunctionPrior):
 
     def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
         y = self.function(x, n_features, generator)  # [B, N]
-        return add_noise(y, self.noise, generator) if self.noise > 0 else y
+        if isinstance(self.noise, (int, float)):
+            return add_noise(y, self.noise, generator) if self.noise > 0 else y
+        return add_noise(y, draw(self.noise, x.shape[0], generator).to(y.dtype), generator)  # std [B]
 
     @abstractmethod
     def function(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:

@@ -196,6 +196,17 @@ def test_bnn_prior_respects_noise_free_determinism_and_scale():
         assert np.linalg.lstsq(design, y.numpy(), rcond=None)[1].item() < 1e-6 * max(1.0, float((y**2).sum()))
 
 
+def test_function_noise_may_be_drawn_per_dataset():
+    fixed = LinearPrior(max_features=2, noise=0.3)
+    assert torch.equal(fixed.sample(4, 30, 2, gen(7)).y, fixed.sample(4, 30, 2, gen(7)).y)
+    clean = LinearPrior(max_features=2).sample(200, 400, 2, gen(7))
+    noisy = LinearPrior(max_features=2, noise=LogUniform(0.01, 1.0)).sample(200, 400, 2, gen(7))
+    assert torch.equal(clean.x, noisy.x)  # the function is drawn first, the noise after
+    std = (noisy.y - clean.y).std(1)  # [B]: each dataset's own noise level
+    assert 0.005 < std.min() < 0.02 and 0.7 < std.max() < 1.1
+    assert priors.from_dict(LinearPrior(noise=LogUniform(0.01, 1.0)).to_dict()).noise == LogUniform(0.01, 1.0)
+
+
 def test_mixture_draws_components_in_proportion():
     mix = Mixture(components=(LinearPrior(noise=0.0), TreePrior()), weights=(0.25, 0.75))
     batch = mix.sample(400, 60, 3, gen())
