@@ -1,6 +1,7 @@
 """scikit-learn estimators on a PFN: ``PFNClassifier`` and ``PFNRegressor`` on one shared base.
 
-``fit`` preprocesses the train rows, builds the ensemble members and runs the train rows
+``fit`` preprocesses the train rows, chooses the columns the members see (pfn.selection),
+builds the ensemble members and runs the train rows
 through the transformer once per member, keeping every layer's keys and values (train rows
 never attend to test rows, so these do not depend on what is predicted later). ``predict``
 then only runs test rows, in chunks of ``batch_size``.
@@ -25,7 +26,9 @@ from tqdm.auto import tqdm
 from pfn.heads import BarDistribution
 from pfn.inference import PFN
 from pfn.model import KVCache
-from pfn.preprocessing import TablePreprocessor, member_transform
+from pfn.preprocessing import QuantileTarget, TablePreprocessor, member_transform
+from pfn.selection import SEED as SELECTION_SEED
+from pfn.selection import select_features
 
 TRANSFORMS = ("none", "quantile", "power")
 _LOADED: dict[tuple[str, str], PFN] = {}
@@ -41,11 +44,11 @@ def _load(model: str, device: str) -> PFN:
 
 @dataclass
 class _Member:
-    """One ensemble member: its feature order/subset, extra transform, class order and cache."""
+    """One ensemble member: its feature order/subset, extra transform, target map and cache."""
 
     features: np.ndarray  # [f] column indices into the preprocessed matrix
     transform: TransformerMixin | None
-    class_order: np.ndarray | None  # [k] model label of each class (classifier)
+    target_map: Any  # classifier: [k] model label of each class; regressor: QuantileTarget or None
     cache: KVCache
 
 
@@ -59,6 +62,7 @@ class _PFNBase(BaseEstimator):
         self,
         model: str | None = None,
         n_estimators: int = 8,
+        select_features: bool = True,
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
         batch_size: int = 1024,
@@ -68,6 +72,7 @@ class _PFNBase(BaseEstimator):
     ) -> None:
         self.model = model
         self.n_estimators = n_estimators
+        self.select_features = select_features
         self.categorical_features = categorical_features
         self.max_train_rows = max_train_rows
         self.batch_size = batch_size
@@ -91,6 +96,8 @@ class _PFNBase(BaseEstimator):
             value = getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.select_features, (bool, np.bool_)):
+            raise ValueError(f"select_features must be True or False, got {self.select_features!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -108,7 +115,7 @@ class _PFNBase(BaseEstimator):
 
     def _transformed(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "members_")
-        return self.preprocessor_.transform(self._frame(X, reset=False))
+        return self.preprocessor_.transform(self._frame(X, reset=False))[:, self.features_]
 
     # ------------------------------------------------------------ fitting
 
@@ -126,8 +133,32 @@ class _PFNBase(BaseEstimator):
             raise ValueError(
                 f"{type(self).__name__} needs a {self._task} model, but {self.model!r} is a {self.pfn_.task} model"
             )
+        self.features_, self.selection_scores_ = self._chosen_features(x, y, stratify)
+        x = x[:, self.features_]  # [n, f']
         rng = check_random_state(self.random_state)
         self.members_ = [self._member(i, x, y, stratify, rng) for i in range(self.n_estimators)]
+
+    def _chosen_features(
+        self, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None
+    ) -> tuple[np.ndarray, dict[int, float]]:
+        """The preprocessed columns the members see and the selection's held-out scores."""
+        if not self.select_features or not self._can_validate():
+            return np.arange(x.shape[1]), {}
+        rows = np.arange(len(x))
+        if len(x) > self.max_train_rows:
+            rows = _subsample(len(x), self.max_train_rows, stratify, np.random.RandomState(SELECTION_SEED))
+        limit = self.pfn_.config.n_features
+        return select_features(x[rows], y[rows], self._task == "classification", self._held_out_score, limit)
+
+    def _can_validate(self) -> bool:
+        """Whether the model can score held-out rows of this task (see _held_out_score)."""
+        return True
+
+    def _held_out_score(
+        self, x_context: np.ndarray, y_context: np.ndarray, x_held: np.ndarray, y_held: np.ndarray
+    ) -> float:
+        """The model's mean log-likelihood of y_held given the context rows (one forward pass)."""
+        raise NotImplementedError
 
     def _member(
         self, index: int, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None, rng: np.random.RandomState
@@ -142,18 +173,18 @@ class _PFNBase(BaseEstimator):
         x_member = x[np.ix_(rows, features)]  # [n', f']
         if transform is not None:
             x_member = transform.fit_transform(x_member).astype(np.float32)
-        class_order = self._class_order(index, rng)
-        y_member = y[rows] if class_order is None else class_order[y[rows]]
+        y_member, target_map = self._member_targets(index, y[rows], rng)
         xt, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, n', F], [1]
         yt = torch.as_tensor(y_member, dtype=torch.float32)[None]  # [1, n']
         with torch.no_grad():
             cache = self.pfn_.model.encode_train(
                 xt.to(self.pfn_.device), yt.to(self.pfn_.device), used.to(self.pfn_.device)
             )
-        return _Member(features=features, transform=transform, class_order=class_order, cache=cache)
+        return _Member(features=features, transform=transform, target_map=target_map, cache=cache)
 
-    def _class_order(self, index: int, rng: np.random.RandomState) -> np.ndarray | None:
-        return None
+    def _member_targets(self, index: int, y: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, Any]:
+        """The targets member ``index`` sees for the encoded targets y [n'], and how they map."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ prediction
 
@@ -202,6 +233,12 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         input transform (none / quantile / power). 1 is exact and deterministic. With more
         classes than the model's head, each member sees a different random grouping of the
         classes (error-correcting output codes): use at least 8 members there.
+    select_features : rank the columns by a random forest's importance and let the members see
+        only the top ones, as many as two-fold in-context validation on the train rows prefers
+        (all, half, a quarter, ... down to 2; see pfn.selection). Fixed seeds: deterministic.
+        Skipped below 20 train rows or 3 columns and with more classes than the model's head.
+        The chosen columns are ``features_`` (of the preprocessed matrix), the scores
+        ``selection_scores_``.
     softmax_temperature : divides the logits before the softmax (below 1 sharpens). None: the
         temperature chosen on the model's own prior and recorded on its card by
         ``pfn bench temperature --update-card`` (1.0 for a card without one).
@@ -222,6 +259,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         model: str | None = None,
         n_estimators: int = 8,
         softmax_temperature: float | None = None,
+        select_features: bool = True,
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
         batch_size: int = 1024,
@@ -230,7 +268,15 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         show_progress: bool = True,
     ) -> None:
         super().__init__(
-            model, n_estimators, categorical_features, max_train_rows, batch_size, device, random_state, show_progress
+            model,
+            n_estimators,
+            select_features,
+            categorical_features,
+            max_train_rows,
+            batch_size,
+            device,
+            random_state,
+            show_progress,
         )
         self.softmax_temperature = softmax_temperature
 
@@ -251,14 +297,26 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         self._fit_members(frame, encoded, stratify=encoded)
         return self
 
-    def _class_order(self, index: int, rng: np.random.RandomState) -> np.ndarray | None:
-        """The model label of each class. Up to the head's size, a permutation of 0..k-1 (the
-        prior labels classes 0..k-1); beyond it, a random balanced code of k classes onto the
-        head's labels, different for every member (error-correcting output codes)."""
+    def _member_targets(self, index: int, y: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, Any]:
+        """Class ids relabelled by the member's class order: the model label of each class. Up to
+        the head's size, a permutation of 0..k-1 (the prior labels classes 0..k-1); beyond it, a
+        random balanced code of k classes onto the head's labels, different for every member
+        (error-correcting output codes)."""
         k, head = len(self.classes_), self.pfn_.config.n_outputs
         if k > head:
-            return rng.permutation(np.arange(k) % head)
-        return np.arange(k) if index == 0 else rng.permutation(k)
+            order = rng.permutation(np.arange(k) % head)
+        else:
+            order = np.arange(k) if index == 0 else rng.permutation(k)
+        return order[y], order
+
+    def _can_validate(self) -> bool:
+        return len(self.classes_) <= self.pfn_.config.n_outputs  # class codes: no single-pass score
+
+    def _held_out_score(
+        self, x_context: np.ndarray, y_context: np.ndarray, x_held: np.ndarray, y_held: np.ndarray
+    ) -> float:
+        probs = self.pfn_.predict(x_context, y_context, x_held).cpu().double().numpy()  # [m, K]
+        return float(np.log(np.maximum(probs[np.arange(len(y_held)), y_held], 1e-12)).mean())
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities [m, n_classes]: the members' probabilities averaged, or with more
@@ -277,9 +335,9 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         temperature = self._temperature()
         total = np.zeros((len(outputs[0]), len(self.classes_)))
         for member, logits in zip(self.members_, outputs, strict=True):
-            labels = np.unique(member.class_order)  # the model labels this member uses
+            labels = np.unique(member.target_map)  # the model labels this member uses
             group = _softmax(logits[:, labels] / temperature)  # [m, labels]
-            position = np.searchsorted(labels, member.class_order)  # [k]
+            position = np.searchsorted(labels, member.target_map)  # [k]
             share = np.bincount(position, minlength=len(labels))[position]  # classes per label
             probs = group[:, position] / share  # [m, k]
             total += np.log(np.maximum(probs, 1e-300)) if coded else probs
@@ -297,7 +355,10 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     """A PFN as a scikit-learn regressor with a full predictive distribution per row.
 
     Targets are standardised with the train rows' mean and standard deviation and mapped back.
-    Members' predictive distributions are mixed (their bucket probabilities averaged).
+    Every second member (1, 3, ...) sees them through a quantile transform to a normal shape
+    fitted on the train targets, so that skewed and heavy-tailed targets fall where the model's
+    buckets are fine; its distribution is mapped back onto the model's buckets. Members'
+    predictive distributions are mixed (their bucket probabilities averaged).
     Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg".
     """
 
@@ -317,15 +378,41 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         self._fit_members(frame, ((y - self.y_mean_) / self.y_scale_).astype(np.float32), stratify=None)
         return self
 
+    def _held_out_score(
+        self, x_context: np.ndarray, y_context: np.ndarray, x_held: np.ndarray, y_held: np.ndarray
+    ) -> float:
+        return float(self.pfn_.predict(x_context, y_context, x_held).logpdf(torch.as_tensor(y_held)).mean())
+
+    def _member_targets(self, index: int, y: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, Any]:
+        """Standardised targets y [n'], through a quantile transform for odd members."""
+        if index % 2 == 0:
+            return y, None
+        target_map = QuantileTarget().fit(y)
+        return target_map.transform(y).astype(np.float32), target_map
+
+    def _bar(self, logits: np.ndarray | torch.Tensor) -> BarDistribution:
+        """The model's bar distribution over standardised targets for logits [m, K]."""
+        return BarDistribution(
+            self.pfn_.borders.double().cpu(), torch.as_tensor(logits).double(), self.pfn_.tail_scales
+        )
+
     def _mixture(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """The members' bucket probabilities [m, K], averaged (a mixture of their distributions)."""
-        return np.mean([_softmax(o) for o in outputs], axis=0)
+        """The members' bucket probabilities [m, K] on the model's buckets over standardised
+        targets, averaged (a mixture of their distributions). A quantile member's distribution
+        over its transformed targets is mapped back through its CDF at the buckets' borders."""
+        borders = self.pfn_.borders.double().cpu().numpy()  # [K + 1]
+        mixed = np.zeros_like(outputs[0], dtype=np.float64)  # [m, K]
+        for member, logits in zip(self.members_, outputs, strict=True):
+            if member.target_map is None:
+                mixed += _softmax(logits)
+                continue
+            cdf = member.target_map.cdf(self._bar(logits).cdf_at, borders[1:-1])  # [m, K - 1]
+            edges = np.concatenate([np.zeros((len(cdf), 1)), cdf, np.ones((len(cdf), 1))], axis=1)  # [m, K + 1]
+            mixed += np.maximum(np.diff(edges, axis=1), 0.0)
+        return mixed / len(outputs)
 
     def _distribution(self, probs: np.ndarray) -> PredictiveDistribution:
-        logits = torch.as_tensor(np.log(np.maximum(probs, 1e-300)))
-        return PredictiveDistribution(
-            BarDistribution(self.pfn_.borders.double().cpu(), logits), self.y_mean_, self.y_scale_
-        )
+        return PredictiveDistribution(self._bar(np.log(np.maximum(probs, 1e-300))), self.y_mean_, self.y_scale_)
 
     def predict_dist(self, X: Any) -> PredictiveDistribution:
         """The predictive distribution of every row (numpy in, numpy out). It holds K bucket

@@ -2,8 +2,12 @@
 
 A bar distribution over K buckets with borders b_0 < ... < b_K puts probability p_k on bucket
 k. Inner buckets spread it uniformly. The two outer buckets become half-normals, starting at
-the inner border and extending to ∓infinity (full support), with the scale chosen so that half
-of the tail's mass lies within the bucket's width: s = width / Φ⁻¹(0.75).
+the inner border and extending to ∓infinity (full support). Their scales are given
+(``tail_scales``, which training derives from the prior: see :func:`prior_tail_scales`) or by
+default chosen so that half of the tail's mass lies within the bucket's width:
+s = width / Φ⁻¹(0.75). The scales do not change what the bucket probabilities mean (a tail's
+density shape is a constant of the loss given the bucket), only the density, mean and quantiles
+within the tails.
 """
 
 from __future__ import annotations
@@ -31,15 +35,30 @@ def equal_mass_borders(samples: Tensor, n_buckets: int) -> Tensor:
     return borders.float()
 
 
+def prior_tail_scales(samples: Tensor, borders: Tensor) -> tuple[float, float]:
+    """Half-normal scales (left, right) for the outer buckets whose means match the mean excess
+    of ``samples`` beyond the inner outer borders (borders[1] and borders[-2]): a half-normal of
+    scale s has mean s·sqrt(2/π). The equal-mass outer borders are the samples' extremes, so
+    the default width rule makes the tails as wide as the most extreme draw."""
+    flat = samples.flatten().double()
+    lo, hi = float(borders[1]), float(borders[-2])
+    below, above = lo - flat[flat < lo], flat[flat > hi] - hi
+    if below.numel() == 0 or above.numel() == 0:
+        raise ValueError("no samples lie beyond the outer borders; draw more samples to estimate the tails")
+    to_scale = math.sqrt(math.pi / 2)
+    return float(below.mean()) * to_scale, float(above.mean()) * to_scale
+
+
 class BarDistribution:
-    """A batch of bar distributions: borders [K + 1], logits [..., K] -> batch shape [...].
+    """A batch of bar distributions: borders [K + 1], logits [..., K] -> batch shape [...];
+    ``tail_scales`` (left, right) are the outer half-normals' scales (default: the width rule).
 
     Methods take numpy arrays, tensors or floats and return tensors of the batch shape
     (``quantile`` with several levels appends them as a last dimension; ``sample(n)``
     prepends n).
     """
 
-    def __init__(self, borders: Tensor, logits: Tensor) -> None:
+    def __init__(self, borders: Tensor, logits: Tensor, tail_scales: tuple[float, float] | None = None) -> None:
         if borders.ndim != 1 or borders.numel() < 3:
             raise ValueError(f"borders must be 1-D with at least 3 entries, got shape {tuple(borders.shape)}")
         if logits.shape[-1] != borders.numel() - 1:
@@ -47,8 +66,13 @@ class BarDistribution:
         self.borders = borders.to(logits.device, logits.dtype)  # [K + 1]
         self.logits = logits  # [..., K]
         self.widths = self.borders.diff()  # [K]
-        self.left_scale = self.widths[0] / HALF_MASS_Z
-        self.right_scale = self.widths[-1] / HALF_MASS_Z
+        if tail_scales is None:
+            self.left_scale = self.widths[0] / HALF_MASS_Z
+            self.right_scale = self.widths[-1] / HALF_MASS_Z
+        else:
+            if len(tail_scales) != 2 or not all(s > 0 for s in tail_scales):
+                raise ValueError(f"tail_scales must be two positive numbers (left, right), got {tail_scales!r}")
+            self.left_scale, self.right_scale = self._as_tensor(tail_scales).unbind()
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -100,6 +124,20 @@ class BarDistribution:
         last = self.widths.numel() - 1
         within = torch.where(k == 0, left, torch.where(k == last, right, within))
         return (below + p * within).clamp(0, 1)
+
+    def cdf_at(self, points: ArrayLike) -> Tensor:
+        """P(Y <= point) of every distribution at the same P points: [..., P] (cheaper than
+        broadcasting ``cdf`` when many distributions share the points)."""
+        points = self._as_tensor(points).reshape(-1)  # [P]
+        probs = self.probs  # [..., K]
+        k = self._bucket(points)  # [P]
+        below = (probs.cumsum(-1) - probs)[..., k]  # [..., P] mass of the buckets before each point's
+        within = ((points - self.borders[k]) / self.widths[k]).clamp(0, 1)  # [P]
+        left = torch.erfc((self.borders[1] - points).clamp_min(0) / (self.left_scale * math.sqrt(2)))
+        right = torch.erf((points - self.borders[-2]).clamp_min(0) / (self.right_scale * math.sqrt(2)))
+        last = self.widths.numel() - 1
+        within = torch.where(k == 0, left, torch.where(k == last, right, within))  # [P]
+        return (below + probs[..., k] * within).clamp(0, 1)
 
     def _inverse(self, k: Tensor, r: Tensor) -> Tensor:
         """The value at fraction r in [0, 1] of bucket k's mass (float64)."""

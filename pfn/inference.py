@@ -17,10 +17,17 @@ from pfn.model import ModelConfig, PFNTransformer
 class PFN:
     """A trained PFN. ``card`` is its JSON card as a dict; ``predict`` runs one forward pass."""
 
-    def __init__(self, model: PFNTransformer, card: dict[str, Any], borders: Tensor | None) -> None:
+    def __init__(
+        self,
+        model: PFNTransformer,
+        card: dict[str, Any],
+        borders: Tensor | None,
+        tail_scales: tuple[float, float] | None = None,
+    ) -> None:
         self.model = model.eval()
         self.card = card
         self.borders = borders  # [K + 1] for regression models, else None
+        self.tail_scales = tail_scales  # the bar distribution's (left, right) tails; None: the width rule
 
     @property
     def config(self) -> ModelConfig:
@@ -50,14 +57,20 @@ class PFN:
             model.load_state_dict({k: v.float() for k, v in tensors.items()})
         except RuntimeError as error:
             raise CheckpointError(f"the weights do not fit the card's architecture: {error}") from None
-        borders = None
+        borders = tail_scales = None
         if config.task == "regression":
             borders = torch.tensor(card.get("borders", []), dtype=torch.float32)
             if borders.numel() != config.n_outputs + 1:
                 raise CheckpointError(
                     f"a regression card needs {config.n_outputs + 1} borders, found {borders.numel()}"
                 )
-        return cls(model, card, borders)
+            # cards written before tail scales were derived from the prior have none: the width rule
+            tails = card.get("tail_scales")
+            if tails is not None:
+                if not (isinstance(tails, list) and len(tails) == 2 and all(float(t) > 0 for t in tails)):
+                    raise CheckpointError(f"the card's tail_scales must be two positive numbers, found {tails!r}")
+                tail_scales = (float(tails[0]), float(tails[1]))
+        return cls(model, card, borders, tail_scales)
 
     def prepare(self, x_train: Any, y_train: Any, x_test: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
         """Validate and batch inputs: x_train [B, n, F], y_train [B, n], x_test [B, m, F] (padded
@@ -110,7 +123,7 @@ class PFN:
         out = out if batched else out[0]
         if self.task == "classification":
             return out.softmax(-1)
-        return BarDistribution(self.borders.to(device), out)
+        return BarDistribution(self.borders.to(device), out, self.tail_scales)
 
 
 def _as_float_tensor(value: Any, name: str) -> Tensor:

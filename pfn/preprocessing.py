@@ -1,16 +1,17 @@
 """Table preprocessing for the estimators, fitted on train rows only.
 
-Steps: column typing (categorical or numeric), ordinal encoding of categoricals, median
+Steps for X: column typing (categorical or numeric), ordinal encoding of categoricals, median
 imputation with a missing-value indicator column for every column that had NaN in the train
 rows, removal of constant and duplicate columns, robust scaling (median, IQR / 1.349) and soft
 clipping of outliers (c · asinh(x / c), near the identity inside ±c). Ensemble members then
-apply one more transform: none, quantile (to a normal) or Yeo-Johnson power.
+apply one more transform: none, quantile (to a normal) or Yeo-Johnson power. Regression members
+may also see the target through a quantile transform (:class:`QuantileTarget`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -156,3 +157,31 @@ def member_transform(kind: MemberTransform, n_rows: int, seed: int) -> Transform
             output_distribution="normal", n_quantiles=max(2, min(1000, n_rows)), random_state=seed
         )
     return PowerTransformer(method="yeo-johnson", standardize=True)
+
+
+class QuantileTarget:
+    """A monotone map of standardised targets to a standard normal shape (quantile transform,
+    then standardised again), fitted on the train targets. Skewed or heavy-tailed targets then
+    fall where the model's buckets are fine instead of in its coarse outer ones. Beyond the
+    train targets' range it is constant (sklearn's QuantileTransformer clips)."""
+
+    def fit(self, z: np.ndarray) -> QuantileTarget:
+        self.quantile_ = QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, len(z)))
+        mapped = self.quantile_.fit_transform(z.reshape(-1, 1))[:, 0]  # [n]
+        self.mean_ = float(mapped.mean())
+        self.scale_ = max(float(mapped.std()), 1e-6)
+        self.low_, self.high_ = float(z.min()), float(z.max())
+        return self
+
+    def cdf(self, member_cdf: Callable[[np.ndarray], Any], z: np.ndarray) -> np.ndarray:
+        """The CDF at standardised targets z [P] of a distribution the member predicts over its
+        targets (``member_cdf`` maps member targets [P] to CDF values [m, P]): the member's
+        mass beyond the train range lies at its ends, since the transform cannot go past them."""
+        cdf = np.asarray(member_cdf(self.transform(z)))  # [m, P]
+        return np.where(z < self.low_, 0.0, np.where(z >= self.high_, 1.0, cdf))
+
+    def transform(self, z: np.ndarray) -> np.ndarray:
+        """The member's targets for standardised targets z (any 1-D array)."""
+        return (
+            self.quantile_.transform(np.asarray(z, dtype=np.float64).reshape(-1, 1))[:, 0] - self.mean_
+        ) / self.scale_

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from pfn.checkpoint import CheckpointError, load_model_files, load_state, save_model, save_state
 from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
-from pfn.heads import BarDistribution, equal_mass_borders
+from pfn.heads import BarDistribution, equal_mass_borders, prior_tail_scales
 from pfn.model import PFNTransformer
 
 STATE_FILE = "state.safetensors"
@@ -56,15 +56,24 @@ def draw_sizes(config: TrainConfig, step: int, generator: torch.Generator) -> tu
     return n_rows, min(hi, int(math.exp(math.log(lo) + u[1].item() * (math.log(hi + 1) - math.log(lo)))))
 
 
-def compute_borders(config: RunConfig) -> Tensor:
-    """Equal-mass bucket borders [K + 1] from targets drawn from the prior."""
+def prior_targets(config: RunConfig) -> Tensor:
+    """Targets of ``train.border_datasets`` datasets drawn from the prior (its own seed stream)."""
     generator = torch.Generator().manual_seed(seed_for(config.train.seed, BORDER_STREAM))
     chunk = 100
-    ys = [
-        config.prior.sample(chunk, config.train.n_rows, config.model.n_features, generator).y
-        for _ in range(max(1, config.train.border_datasets // chunk))
-    ]
-    return equal_mass_borders(torch.cat(ys), config.model.n_outputs)
+    return torch.cat(
+        [
+            config.prior.sample(chunk, config.train.n_rows, config.model.n_features, generator).y
+            for _ in range(max(1, config.train.border_datasets // chunk))
+        ]
+    )
+
+
+def target_support(config: RunConfig, borders: list[float] | None = None) -> tuple[list[float], list[float]]:
+    """The bar distribution's borders (equal-mass on targets drawn from the prior, unless given,
+    as by an earlier stage) and its tail scales from the same draws."""
+    targets = prior_targets(config)
+    edges = equal_mass_borders(targets, config.model.n_outputs) if borders is None else torch.tensor(borders)
+    return edges.tolist(), list(prior_tail_scales(targets, edges))
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -113,11 +122,17 @@ def hardware(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def loss_fn(config: RunConfig, out: Tensor, y_test: Tensor, borders: Tensor | None) -> Tensor:
+def loss_fn(
+    config: RunConfig,
+    out: Tensor,
+    y_test: Tensor,
+    borders: Tensor | None,
+    tail_scales: tuple[float, float] | None = None,
+) -> Tensor:
     """Mean NLL (bar distribution) or cross-entropy of out [B, M, K] against y_test [B, M]."""
     if config.model.task == "classification":
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y_test.reshape(-1).long())
-    return BarDistribution(borders, out).nll(y_test).mean()
+    return BarDistribution(borders, out, tail_scales).nll(y_test).mean()
 
 
 def build_model(config: RunConfig) -> PFNTransformer:
@@ -194,6 +209,7 @@ def make_card(config: RunConfig, state: dict[str, Any], command: str) -> dict[st
             card["training"]["total_cpu_hours"] = round(cpu_hours + sum(s["cpu_hours"] for s in stages), 3)
     if state.get("borders") is not None:
         card["borders"] = state["borders"]
+        card["tail_scales"] = state.get("tail_scales")
     card["quality"] = state.get("quality", {})
     return card
 
@@ -256,9 +272,9 @@ def train(
             model.load_state_dict(weights)
             origin = stage_record(init_card, tc.init_from)
         precision, measured = choose_precision(tc, dev)
-        borders = None
+        borders = tail_scales = None
         if config.model.task == "regression":
-            borders = init_card["borders"] if origin else compute_borders(config).tolist()
+            borders, tail_scales = target_support(config, init_card["borders"] if origin else None)
         state = {
             "config": config.to_dict(),
             "step": 0,
@@ -269,10 +285,15 @@ def train(
             "precision": precision,
             "precision_measurement": measured,
             "borders": borders,
+            "tail_scales": tail_scales,
             "init_from": origin,
         }
     state["hardware"] = hardware(dev)
     borders_t = torch.tensor(state["borders"], device=dev) if state["borders"] is not None else None
+    fill_tails = borders_t is not None and state.get("tail_scales") is None  # a state from before tail scales
+    if fill_tails:
+        state["tail_scales"] = target_support(config, state["borders"])[1]
+    tail_scales = tuple(state["tail_scales"]) if borders_t is not None else None
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if state["precision"] == "bf16" else nullcontext()
     micro = tc.batch_size // tc.accumulation
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
@@ -285,6 +306,8 @@ def train(
         save_state(state_path, tensors, {**state, "optimizer": groups})
         save_model(out_dir / MODEL_FILE, model.state_dict(), make_card(config, state, command), torch.float32)
 
+    if fill_tails:
+        checkpoint()  # an older state gets its tail scales (also when the run had finished)
     model.train()
     while state["step"] < end:
         start = time.perf_counter()
@@ -300,7 +323,7 @@ def train(
             x, y, used = batch.x.to(dev), batch.y.to(dev), batch.n_features.to(dev)
             with autocast:
                 out = model(x, y[:, :n_train], used)  # [B, N - n, K]
-            loss = loss_fn(config, out.float(), y[:, n_train:], borders_t) / tc.accumulation
+            loss = loss_fn(config, out.float(), y[:, n_train:], borders_t, tail_scales) / tc.accumulation
             loss.backward()
             total += loss.item()
         if not math.isfinite(total):

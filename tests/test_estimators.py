@@ -35,8 +35,8 @@ def reg_data():
 def full_forward_proba(clf, X):
     """Probabilities of a 1-member classifier from one uncached forward pass over train + test rows."""
     member = clf.members_[0]
-    x_train = clf.preprocessor_.transform(pd.DataFrame(clf._train_X))[:, member.features]
-    x_test = clf.preprocessor_.transform(pd.DataFrame(X))[:, member.features]
+    x_train = clf._transformed(clf._train_X)[:, member.features]
+    x_test = clf._transformed(X)[:, member.features]
     xt, yt, xq, used, _ = clf.pfn_.prepare(x_train, np.searchsorted(clf.classes_, clf._train_y), x_test)
     with torch.no_grad():
         logits = clf.pfn_.model(torch.cat([xt, xq], 1), yt, used)[0]  # [m, K]

@@ -7,7 +7,7 @@ from conftest import gen
 from scipy import stats
 from scipy.integrate import quad
 
-from pfn.heads import BarDistribution, equal_mass_borders
+from pfn.heads import BarDistribution, equal_mass_borders, prior_tail_scales
 
 
 @pytest.fixture
@@ -105,3 +105,31 @@ def test_constructor_checks_shapes():
         BarDistribution(torch.arange(5.0), torch.zeros(3))
     with pytest.raises(ValueError, match="repeated values"):
         equal_mass_borders(torch.zeros(100), 4)
+
+
+def test_prior_tail_scales_match_the_mean_excess_beyond_the_outer_borders():
+    samples = torch.randn(200_000, generator=gen(2), dtype=torch.float64)
+    borders = equal_mass_borders(samples, 20).double()
+    left, right = prior_tail_scales(samples, borders)
+    for scale, excess in (
+        (left, borders[1] - samples[samples < borders[1]]),
+        (right, samples[samples > borders[-2]] - borders[-2]),
+    ):
+        assert scale * np.sqrt(2 / np.pi) == pytest.approx(float(excess.mean()), rel=1e-9)
+    # with all mass in the right tail, the mean is the border plus the tail's mean excess
+    logits = torch.full((20,), -60.0, dtype=torch.float64)
+    logits[-1] = 0.0
+    d = BarDistribution(borders, logits, (left, right))
+    assert float(d.mean()) == pytest.approx(float(borders[-2]) + right * np.sqrt(2 / np.pi), rel=1e-6)
+    assert integrate(d, ..., lambda y: 1.0) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="tail_scales must be two positive numbers"):
+        BarDistribution(borders, logits, (1.0, 0.0))
+    with pytest.raises(ValueError, match="no samples lie beyond the outer borders"):
+        prior_tail_scales(torch.zeros(10), borders)
+
+
+def test_cdf_at_shared_points_matches_the_broadcast_cdf(dist):
+    points = torch.linspace(-5, 5, 41, dtype=torch.float64)
+    shared = dist.cdf_at(points)  # [3, 41]
+    broadcast = dist.cdf(points[:, None].expand(-1, 3))  # [41, 3]
+    torch.testing.assert_close(shared, broadcast.T)

@@ -94,9 +94,22 @@ def test_checkpoint_files_are_written_atomically_and_loadable(tmp_path):
     card = json.loads((tmp_path / "model.json").read_text())
     assert card["training"]["steps"] == 6 and card["training"]["datasets_seen"] == 24
     assert card["prior"]["type"] == "gp" and len(card["borders"]) == 17
+    assert len(card["tail_scales"]) == 2 and min(card["tail_scales"]) > 0
     assert card["training"]["curve"] == state["curve"] and len(state["curve"]) == 3
     model = pfn.load(tmp_path / "model.safetensors")
     assert model.card == card
+
+
+def test_a_state_from_before_tail_scales_gets_them_without_training_further(tmp_path):
+    train(tiny_config(), tmp_path, progress=False)
+    tensors, state = load_state(tmp_path / "state.safetensors")
+    scales = state.pop("tail_scales")
+    save_state(tmp_path / "state.safetensors", tensors, state)
+    train(tiny_config(), tmp_path, progress=False)
+    again, state = load_state(tmp_path / "state.safetensors")
+    assert state["tail_scales"] == scales and state["step"] == 6
+    assert all(torch.equal(tensors[k], again[k]) for k in tensors)
+    assert json.loads((tmp_path / "model.json").read_text())["tail_scales"] == scales
 
 
 def test_training_reduces_the_loss(tmp_path):
