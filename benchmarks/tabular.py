@@ -21,6 +21,8 @@ Writes ``tabular.json`` (every figure; later runs add to it, see :func:`run`),
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import inspect
 import json
 import math
 import os
@@ -48,6 +50,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from benchmarks.common import environment, record_quality, splice_section
+from pfn import estimators, heads, inference, preprocessing, selection
+from pfn import model as transformer
 from pfn.checkpoint import read_card, resolve, write_json
 from pfn.config import ConfigError
 from pfn.estimators import PFNClassifier, PFNRegressor
@@ -68,6 +72,7 @@ METRICS = {
 # classifier) are not run at larger caps
 MAX_ROWS = {"GP": 500}
 MAIN_METRIC = {"classification": "roc_auc", "regression": "r2"}
+INFERENCE_MODULES = (estimators, heads, inference, preprocessing, selection, transformer)
 
 
 class DataLayoutError(ConfigError):
@@ -342,7 +347,8 @@ def run(
     model: a checkpoint to use in place of the shipped model of its task (its card says which).
     learner_names: run only these learners. Results add up in ``out/tabular.json`` and an
     interrupted run continues: figures already there for a (table, cap, learner) are kept, except
-    the PFN's when its weights changed; delete the file (or use another ``out``) to redo them.
+    the PFN's when its weights or the package's inference code changed (see
+    :func:`pfn_fingerprint`); delete the file (or use another ``out``) to redo them.
     """
     out = Path(out)
     models = dict(DEFAULT_MODELS)
@@ -372,13 +378,15 @@ def run(
         factories = learners(task, models[task], threads)
         chosen = [n for n in factories if learner_names is None or n in learner_names]
         weights = read_card(resolve(models[task]))["weights_sha256"]
-
-        _update(
-            path,
-            repeats,
-            quick,
-            partial(_begin_task, task=task, model=models[task], weights=weights, pfn_runs=PFN_LEARNER in chosen),
+        begin = partial(
+            _begin_task,
+            task=task,
+            model=models[task],
+            weights=weights,
+            fingerprint=pfn_fingerprint(weights),
+            pfn_runs=PFN_LEARNER in chosen,
         )
+        _update(path, repeats, quick, begin)
         for table in tables:
             for cap in caps:
                 splits = [split(table, cap, r) for r in range(repeats)]
@@ -407,15 +415,25 @@ def run(
     return result
 
 
-def _begin_task(result: dict[str, Any], task: str, model: str, weights: str, pfn_runs: bool) -> None:
-    """Add the task's section; when the PFN runs with other weights than before, drop its figures."""
+def pfn_fingerprint(weights: str) -> str:
+    """sha256 of the PFN's weights' sha256 and the source of the modules that turn them into
+    predictions: figures measured with other weights or other inference code are redone."""
+    digest = hashlib.sha256(weights.encode())
+    for module in INFERENCE_MODULES:
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
+
+
+def _begin_task(result: dict[str, Any], task: str, model: str, weights: str, fingerprint: str, pfn_runs: bool) -> None:
+    """Add the task's section; when the PFN runs with other weights or inference code than
+    before, drop its figures."""
     section = result["tasks"].setdefault(task, {"model": model, "tables": {}})
-    if pfn_runs and section.get("weights_sha256") != weights:
+    if pfn_runs and section.get("pfn_fingerprint") != fingerprint:
         for entry in section["tables"].values():
             for per_cap in entry.values():
                 if isinstance(per_cap, dict):
                     per_cap.pop(PFN_LEARNER, None)
-        section.update(model=model, weights_sha256=weights)
+        section.update(model=model, weights_sha256=weights, pfn_fingerprint=fingerprint)
 
 
 def _store(result: dict[str, Any], table: Table, cap: int, name: str, scores: list[dict[str, float]]) -> None:

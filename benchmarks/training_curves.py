@@ -35,6 +35,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
                 "final_loss": card["training"]["curve"][-1][2] if card["training"]["curve"] else None,
                 "curve": card["training"]["curve"],
                 "stages": stage_curves(card["training"]),
+                "stage_labels": stage_labels(card["training"]),
             }
             for name, card in cards.items()
         },
@@ -52,14 +53,29 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
     return result
 
 
-def stage_curves(training: dict[str, Any]) -> list[list[list[float]]]:
-    """The curve of every stage, oldest first, with datasets seen counted from the first stage."""
+def _chain(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training records of every stage, oldest first."""
     chain, stage = [training], training.get("init_from")
     while stage:
         chain.insert(0, stage)
         stage = stage.get("init_from")
+    return chain
+
+
+def stage_labels(training: dict[str, Any]) -> list[str]:
+    """A name for every stage, oldest first: its config file's stem, from the command that
+    trained it, or "stage N" where the command names none."""
+    labels = []
+    for index, stage in enumerate(_chain(training)):
+        configs = [Path(word).stem for word in stage.get("command", "").split() if word.endswith(".toml")]
+        labels.append(configs[0] if configs else f"stage {index + 1}")
+    return labels
+
+
+def stage_curves(training: dict[str, Any]) -> list[list[list[float]]]:
+    """The curve of every stage, oldest first, with datasets seen counted from the first stage."""
     curves, offset = [], 0
-    for stage in chain:
+    for stage in _chain(training):
         curves.append([[step, seen + offset, loss] for step, seen, loss in stage.get("curve", [])])
         offset += stage["datasets_seen"]
     return curves
@@ -84,7 +100,7 @@ def _plot(models: dict[str, dict[str, Any]], path: Path) -> None:
                 continue
             for index, curve in enumerate(m["stages"]):
                 if curve:
-                    label = name if len(m["stages"]) == 1 else f"{name}, stage {index + 1}"
+                    label = name if len(m["stages"]) == 1 else m["stage_labels"][index]
                     seen, loss = [point[1] for point in curve], [point[2] for point in curve]
                     (line,) = ax.plot(seen, loss, alpha=0.3, linewidth=0.8)
                     ax.plot(seen, _running_mean(loss, SMOOTH), color=line.get_color(), label=label)

@@ -11,9 +11,11 @@ from benchmarks.tabular import (
     QUANTILE_LEVELS,
     DataLayoutError,
     Table,
+    _begin_task,
     classification_scores,
     crps_from_quantiles,
     expected_calibration_error,
+    pfn_fingerprint,
     regression_scores,
     run,
     split,
@@ -134,3 +136,16 @@ def test_cli_refuses_tabular_options_for_other_benchmarks(capsys):
 def test_cli_names_the_expected_data_layout(tmp_path, capsys):
     assert main(["bench", "tabular", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "put each table (target in the last column) in the sub-folder of its task" in capsys.readouterr().err
+
+
+def test_pfn_figures_are_redone_when_the_weights_or_inference_code_change():
+    figures = {"PFN": [{"roc_auc": 0.9}], "kNN": [{"roc_auc": 0.8}]}
+    result = {"tasks": {"classification": {"model": "m", "tables": {"t": {"rows": 9, "100": dict(figures)}}}}}
+    first = pfn_fingerprint("a" * 64)
+    assert first != pfn_fingerprint("b" * 64) and first == pfn_fingerprint("a" * 64)
+    _begin_task(result, "classification", "m", "a" * 64, first, pfn_runs=True)  # new section: nothing to keep
+    result["tasks"]["classification"]["tables"]["t"]["100"] = dict(figures)
+    _begin_task(result, "classification", "m", "a" * 64, first, pfn_runs=True)
+    assert result["tasks"]["classification"]["tables"]["t"]["100"] == figures
+    _begin_task(result, "classification", "m", "a" * 64, "changed inference code", pfn_runs=True)
+    assert result["tasks"]["classification"]["tables"]["t"]["100"] == {"kNN": figures["kNN"]}

@@ -216,6 +216,7 @@ def test_replace_train_helper_keeps_other_sections():
 
 def test_training_curves_are_plotted_from_the_card(tmp_path):
     from benchmarks.training_curves import run as plot_curves
+    from benchmarks.training_curves import stage_labels
 
     train(tiny_config("classification"), tmp_path / "run", progress=False)
     result = plot_curves(tmp_path / "out", model=str(tmp_path / "run" / "model.json"))
@@ -227,6 +228,7 @@ def test_training_curves_are_plotted_from_the_card(tmp_path):
 
 def test_training_curves_of_a_staged_model_continue_on_one_axis(tmp_path):
     from benchmarks.training_curves import run as plot_curves
+    from benchmarks.training_curves import stage_labels
 
     first = tiny_config()
     train(first, tmp_path / "stage1", progress=False)
@@ -238,3 +240,6 @@ def test_training_curves_of_a_staged_model_continue_on_one_axis(tmp_path):
     assert [p[1] for p in one] == [8, 16, 24]  # stage 1: 2 steps of 4 datasets per curve point
     assert [p[1] for p in two] == [24 + 8, 24 + 16]  # stage 2 starts where stage 1 ended
     assert [p[2] for p in two] == [p[2] for p in entry["curve"]]
+    assert entry["stage_labels"] == ["stage 1", "stage 2"]  # train() called without a command
+    named = {"command": "pfn train configs/b.toml --out x", "init_from": {"command": "pfn train a.toml"}}
+    assert stage_labels(named) == ["a", "b"]
