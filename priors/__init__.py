@@ -19,6 +19,7 @@ from priors.base import (
     Prior,
     Standardized,
     Uniform,
+    WarpedTargets,
 )
 from priors.bnn import BNNPrior
 from priors.function_classes import LinearPrior, ReLUNetPrior, SparseLinearPrior, TreePrior
@@ -39,6 +40,7 @@ PRIORS: dict[str, type[Prior]] = {
         Classification,
         Standardized,
         IrrelevantFeatures,
+        WarpedTargets,
     )
 }
 
@@ -95,6 +97,7 @@ __all__ = [
     "GPPrior",
     "Gamma",
     "IrrelevantFeatures",
+    "WarpedTargets",
     "LinearPrior",
     "LogUniform",
     "Mixture",

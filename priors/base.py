@@ -448,6 +448,57 @@ class IrrelevantFeatures(Prior):
 
 
 @dataclass(frozen=True)
+class WarpedTargets(Prior):
+    """Gives a regression prior's targets the shapes real targets often have. With probability
+    ``probability`` a dataset's targets get one monotone warp, each kind equally likely:
+
+    - skew: exp(s · z) with z the z-scored targets, s ~ U(0.3, 1.5), mirrored half the time
+      (a long tail on one side: prices, counts);
+    - spike: the lowest (or highest) fraction q ~ U(0.02, 0.3) of the rows all take one value,
+      g ~ U(0, 3) standard deviations beyond the rest (zero-inflated targets: idle machines,
+      no purchase);
+    - levels: rounded to k ~ U{2..10} equally spaced levels between the extremes (ratings).
+
+    The feature-target relation is kept: each warp is a non-decreasing function of the target.
+    """
+
+    name: ClassVar[str] = "warped_targets"
+
+    base: Prior | None = None
+    probability: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.base is None or self.base.task != "regression":
+            raise ValueError("WarpedTargets needs a regression prior as its base")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {self.probability}")
+
+    def check_features(self, n_features: int) -> None:
+        self.base.check_features(n_features)  # type: ignore[union-attr]
+
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+        y = batch.y.double().clone()  # [B, N]
+        warp = torch.rand(batch_size, generator=generator) < self.probability  # [B]
+        for b in warp.nonzero().squeeze(1).tolist():
+            kind, u = torch.randint(0, 3, (), generator=generator).item(), torch.rand(3, generator=generator).tolist()
+            sign = 1.0 if u[0] < 0.5 else -1.0
+            z = sign * (y[b] - y[b].mean()) / y[b].std().nan_to_num(1.0).clamp_min(1e-6)  # [N]
+            if kind == 0:
+                z = torch.exp((0.3 + 1.2 * u[1]) * z)
+            elif kind == 1:
+                low = z <= torch.quantile(z, 0.02 + 0.28 * u[1])  # [N]
+                if bool((~low).any()):
+                    z = torch.where(low, z[~low].min() - 3.0 * u[2], z)
+            else:
+                levels = 2 + int(9 * u[1])  # 2..10
+                lo, hi = z.min(), z.max()
+                z = lo + torch.round((z - lo) / (hi - lo).clamp_min(1e-12) * (levels - 1)) * (hi - lo) / (levels - 1)
+            y[b] = sign * z
+        return Batch(x=batch.x, y=y.float(), n_features=batch.n_features)
+
+
+@dataclass(frozen=True)
 class Standardized(Prior):
     """A regression prior whose targets are z-scored per dataset (mean 0, standard deviation 1
     over the dataset's rows), matching estimators that standardise targets before predicting."""

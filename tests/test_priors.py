@@ -23,6 +23,7 @@ from priors import (
     SparseLinearPrior,
     Standardized,
     TreePrior,
+    WarpedTargets,
 )
 from priors.gp import gp_predictive
 from priors.scm import robust_scale
@@ -46,6 +47,7 @@ ALL = [
     Classification(base=BNNPrior(), max_classes=5),
     Standardized(base=GPPrior(outputscale=4.0)),
     IrrelevantFeatures(base=LinearPrior(max_features=3), probability=0.7),
+    WarpedTargets(base=BNNPrior(), probability=0.7),
 ]
 
 
@@ -280,6 +282,29 @@ def test_irrelevant_features_with_probability_zero_leave_the_base_unchanged():
     assert IrrelevantFeatures(base=Classification(base=base)).task == "classification"
     with pytest.raises(ValueError, match="probability must be in"):
         IrrelevantFeatures(base=base, probability=1.5)
+
+
+def test_warped_targets_keep_the_order_and_take_the_three_shapes():
+    base = GPPrior(max_features=2, noise=0.01)
+    plain = base.sample(60, 80, 2, gen(6))
+    warped = WarpedTargets(base=base, probability=1.0).sample(60, 80, 2, gen(6))
+    assert torch.equal(plain.x, warped.x) and bool(torch.isfinite(warped.y).all())
+    skews, spikes, levels = 0, 0, 0
+    for before, after in zip(plain.y.double(), warped.y.double(), strict=True):
+        order = torch.argsort(before)
+        assert bool((after[order].diff() >= -1e-5 * after.abs().max()).all())  # non-decreasing in y
+        distinct = len(torch.unique(after))
+        third_moment = (((after - after.mean()) / after.std()) ** 3).mean().abs()
+        levels += distinct <= 10
+        spikes += 10 < distinct < 80
+        skews += distinct == 80 and bool(third_moment > 0.5)
+    assert skews > 5 and spikes > 5 and levels > 5  # each kind about a third of the 60
+    untouched = WarpedTargets(base=base, probability=0.0).sample(60, 80, 2, gen(6))
+    assert torch.equal(untouched.y, plain.y)
+    with pytest.raises(ValueError, match="needs a regression prior"):
+        WarpedTargets(base=Classification(base=base))
+    with pytest.raises(ValueError, match="probability must be in"):
+        WarpedTargets(base=base, probability=-0.1)
 
 
 # ---------------------------------------------------------------- the SCM prior

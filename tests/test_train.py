@@ -216,7 +216,6 @@ def test_replace_train_helper_keeps_other_sections():
 
 def test_training_curves_are_plotted_from_the_card(tmp_path):
     from benchmarks.training_curves import run as plot_curves
-    from benchmarks.training_curves import stage_labels
 
     train(tiny_config("classification"), tmp_path / "run", progress=False)
     result = plot_curves(tmp_path / "out", model=str(tmp_path / "run" / "model.json"))
