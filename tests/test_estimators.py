@@ -1,6 +1,7 @@
 """PFNClassifier and PFNRegressor: the cache, the ensemble, preprocessing, limits, conformance."""
 
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -250,3 +251,10 @@ def test_a_million_test_rows_in_bounded_memory():
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert proba.shape == (1_000_000, 2) and np.isfinite(proba).all()
     assert grown_mib < 600, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
+def test_a_single_train_row_fits_without_warnings():
+    X = np.random.default_rng(0).normal(size=(3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(PFNRegressor(show_progress=False).fit(X[:1], [3.0]).predict(X), 3.0, rtol=1e-3)
