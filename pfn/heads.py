@@ -117,13 +117,15 @@ class BarDistribution:
         k = self._bucket(y)
         below = (probs.cumsum(-1) - probs).gather(-1, k[..., None]).squeeze(-1)  # mass of buckets < k
         p = probs.gather(-1, k[..., None]).squeeze(-1)
-        lo = self.borders[k]
-        within = ((y - lo) / self.widths[k]).clamp(0, 1)
+        return (below + p * self._within(y, k)).clamp(0, 1)
+
+    def _within(self, y: Tensor, k: Tensor) -> Tensor:
+        """The share of bucket k's mass below y (uniform inside, half-normal in the tails)."""
+        inner = ((y - self.borders[k]) / self.widths[k]).clamp(0, 1)
         left = torch.erfc((self.borders[1] - y).clamp_min(0) / (self.left_scale * math.sqrt(2)))
         right = torch.erf((y - self.borders[-2]).clamp_min(0) / (self.right_scale * math.sqrt(2)))
         last = self.widths.numel() - 1
-        within = torch.where(k == 0, left, torch.where(k == last, right, within))
-        return (below + p * within).clamp(0, 1)
+        return torch.where(k == 0, left, torch.where(k == last, right, inner))
 
     def cdf_at(self, points: ArrayLike) -> Tensor:
         """P(Y <= point) of every distribution at the same P points: [..., P] (cheaper than
@@ -132,12 +134,7 @@ class BarDistribution:
         probs = self.probs  # [..., K]
         k = self._bucket(points)  # [P]
         below = (probs.cumsum(-1) - probs)[..., k]  # [..., P] mass of the buckets before each point's
-        within = ((points - self.borders[k]) / self.widths[k]).clamp(0, 1)  # [P]
-        left = torch.erfc((self.borders[1] - points).clamp_min(0) / (self.left_scale * math.sqrt(2)))
-        right = torch.erf((points - self.borders[-2]).clamp_min(0) / (self.right_scale * math.sqrt(2)))
-        last = self.widths.numel() - 1
-        within = torch.where(k == 0, left, torch.where(k == last, right, within))  # [P]
-        return (below + probs[..., k] * within).clamp(0, 1)
+        return (below + probs[..., k] * self._within(points, k)).clamp(0, 1)
 
     def _inverse(self, k: Tensor, r: Tensor) -> Tensor:
         """The value at fraction r in [0, 1] of bucket k's mass (float64)."""

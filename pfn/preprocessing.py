@@ -153,9 +153,7 @@ def member_transform(kind: MemberTransform, n_rows: int, seed: int) -> Transform
     if kind == "none":
         return None
     if kind == "quantile":
-        return QuantileTransformer(
-            output_distribution="normal", n_quantiles=min(1000, n_rows), random_state=seed
-        )
+        return QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, n_rows), random_state=seed)
     return PowerTransformer(method="yeo-johnson", standardize=True)
 
 
