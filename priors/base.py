@@ -193,25 +193,29 @@ class FeatureRangePrior(Prior):
 class FunctionPrior(FeatureRangePrior):
     """A prior that draws its inputs and a random function of them.
 
-    inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) features.
+    inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) independent features, or "correlated":
+    N(0,1) features that share latent factors (see :func:`correlated_normal`), as the columns of
+    real tables often do (sizes and weights of one object, repeated measurements).
     The number of used features per dataset is uniform on [min_features, max_features]. Used
     features are the leading columns; the rest are zero.
     """
 
-    inputs: Literal["uniform", "normal"] = "uniform"
+    inputs: Literal["uniform", "normal", "correlated"] = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.inputs not in ("uniform", "normal"):
-            raise ValueError(f"inputs must be 'uniform' or 'normal', got {self.inputs!r}")
+        if self.inputs not in ("uniform", "normal", "correlated"):
+            raise ValueError(f"inputs must be 'uniform', 'normal' or 'correlated', got {self.inputs!r}")
 
     def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
         high = n_features if self.max_features is None else self.max_features
         used = torch.randint(self.min_features, high + 1, (batch_size,), generator=generator)  # [B]
         if self.inputs == "uniform":
             x = torch.rand(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
-        else:
+        elif self.inputs == "normal":
             x = torch.randn(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
+        else:
+            x = correlated_normal(batch_size, n_rows, n_features, generator)  # [B, N, F]
         x = x * feature_mask(used, n_features)[:, None, :]  # [B, N, F]
         y = self.targets(x, used, generator)  # [B, N]
         return Batch(x=x.float(), y=y.float(), n_features=used)
@@ -219,6 +223,23 @@ class FunctionPrior(FeatureRangePrior):
     @abstractmethod
     def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
         """Targets [B, N] for inputs x [B, N, F] whose columns beyond n_features [B] are zero."""
+
+
+def correlated_normal(batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Tensor:
+    """Features [B, N, F] with N(0, 1) marginals that share latent factors: per dataset, a share
+    share ρ = 0.99 √u, u ~ U(0, 1), of every column's variance (median 0.7) comes from
+    k ~ U{1..min(F, 3)} standard normal factors through N(0, 1) loadings (normalised per column);
+    the rest is the column's own noise. Correlations between columns thus range from none to
+    near-collinear."""
+    k_max = min(n_features, 3)
+    k = torch.randint(1, k_max + 1, (batch_size,), generator=generator)  # [B]
+    share = 0.99 * torch.rand(batch_size, 1, 1, generator=generator).sqrt()  # [B, 1, 1]
+    loadings = torch.randn(batch_size, k_max, n_features, generator=generator)  # [B, K, F]
+    loadings = loadings * (torch.arange(k_max)[None, :] < k[:, None])[..., None]  # unused factors off
+    loadings = loadings / loadings.norm(dim=1, keepdim=True).clamp_min(1e-12)  # unit variance per column
+    factors = torch.randn(batch_size, n_rows, k_max, generator=generator)  # [B, N, K]
+    own = torch.randn(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
+    return share.sqrt() * (factors @ loadings) + (1 - share).sqrt() * own  # [B, N, F]
 
 
 def add_noise(y: Tensor, std: Tensor | float, generator: torch.Generator) -> Tensor:

@@ -22,7 +22,7 @@ class _NoisyFunction(FunctionPrior):
     """A random function plus Gaussian noise of standard deviation ``noise`` (a float, or a
     hyperprior drawn per dataset)."""
 
-    inputs: Literal["uniform", "normal"] = "normal"
+    inputs: Literal["uniform", "normal", "correlated"] = "normal"
     noise: Hyper = 0.0
 
     def __post_init__(self) -> None:
@@ -102,7 +102,7 @@ class ReLUNetPrior(_NoisyFunction):
 class TreePrior(_NoisyFunction):
     """A complete binary tree of ``depth`` splits on random used features, N(0, 1) leaf values.
 
-    Thresholds are the inputs' centre (0 for normal, 0.5 for uniform inputs) as in Garg et al.,
+    Thresholds are the inputs' centre (0 for normal or correlated, 0.5 for uniform inputs) as in Garg et al.,
     or with ``random_thresholds`` drawn from the input distribution.
     """
 
@@ -121,12 +121,12 @@ class TreePrior(_NoisyFunction):
         u = torch.rand(batch, n_internal, generator=generator)  # [B, I]
         split_feature = (u * n_features[:, None]).long()  # [B, I], a used feature per node
         if self.random_thresholds:
-            if self.inputs == "normal":
+            if self.inputs != "uniform":
                 threshold = torch.randn(batch, n_internal, generator=generator)
             else:
                 threshold = torch.rand(batch, n_internal, generator=generator)
         else:
-            threshold = torch.full((batch, n_internal), 0.0 if self.inputs == "normal" else 0.5)
+            threshold = torch.full((batch, n_internal), 0.5 if self.inputs == "uniform" else 0.0)
         leaves = torch.randn(batch, 2**self.depth, generator=generator)  # [B, L]
         node = torch.zeros(batch, n_rows, dtype=torch.long)  # [B, N], heap index of current node
         for _ in range(self.depth):

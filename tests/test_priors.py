@@ -25,6 +25,7 @@ from priors import (
     TreePrior,
     WarpedTargets,
 )
+from priors.base import correlated_normal
 from priors.gp import gp_predictive
 from priors.scm import robust_scale
 
@@ -39,7 +40,9 @@ ALL = [
         inputs="normal",
     ),
     BNNPrior(),
+    BNNPrior(inputs="correlated"),
     LinearPrior(),
+    LinearPrior(inputs="correlated", max_features=4),
     SparseLinearPrior(k=2),
     ReLUNetPrior(),
     TreePrior(),
@@ -84,6 +87,7 @@ def test_used_features_cover_the_range():
         (lambda: Mixture(components=(GPPrior(), Classification(base=GPPrior())), weights=(1, 1)), "one task"),
         (lambda: Classification(base=GPPrior(), min_classes=1), "min_classes"),
         (lambda: BNNPrior(activations=("swish",)), "activations"),
+        (lambda: LinearPrior(inputs="lognormal"), "inputs must be 'uniform', 'normal' or 'correlated'"),
     ],
 )
 def test_impossible_settings_are_rejected(make, message):
@@ -159,6 +163,19 @@ def test_gp_posterior_refuses_hyperpriors():
         GPPrior(lengthscale=Gamma(2, 2)).posterior_predictive(
             torch.zeros(1, 2, 1), torch.zeros(1, 2), torch.zeros(1, 1, 1)
         )
+
+
+def test_correlated_inputs_have_unit_marginals_and_span_independent_to_collinear():
+    x = correlated_normal(300, 4000, 4, gen(3))  # [B, N, F]
+    torch.testing.assert_close(x.mean(1), torch.zeros(300, 4), atol=0.1, rtol=0)
+    torch.testing.assert_close(x.var(1), torch.ones(300, 4), atol=0.12, rtol=0)
+    corr = torch.stack([torch.corrcoef(d.T) for d in x])  # [B, F, F]
+    strongest = corr.masked_fill(torch.eye(4, dtype=torch.bool), 0).abs().amax(dim=(1, 2))  # [B]
+    assert (strongest < 0.2).float().mean() > 0.02  # some datasets near independent
+    assert (strongest > 0.9).float().mean() > 0.05  # some near collinear
+    assert strongest.median() > 0.5
+    one_column = correlated_normal(50, 2000, 1, gen(3))  # a single column is still N(0, 1)
+    torch.testing.assert_close(one_column.var(1), torch.ones(50, 1), atol=0.12, rtol=0)
 
 
 def test_linear_prior_is_exactly_linear_in_the_used_features():
