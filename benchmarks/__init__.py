@@ -8,6 +8,7 @@ from typing import Any
 
 # name -> "module:function"; modules import lazily so the CLI starts fast
 REGISTRY: dict[str, str] = {
+    "function-classes": "benchmarks.function_classes:run",
     "gp": "benchmarks.gp_posterior:run",
     "speed": "benchmarks.speed:run",
     "tabular": "benchmarks.tabular:run",

@@ -18,7 +18,7 @@ from priors.base import FunctionPrior, Hyper, add_noise, check_positive, draw, f
 
 
 @dataclass(frozen=True)
-class _NoisyFunction(FunctionPrior):
+class NoisyFunction(FunctionPrior):
     """A random function plus Gaussian noise of standard deviation ``noise`` (a float, or a
     hyperprior drawn per dataset)."""
 
@@ -41,7 +41,7 @@ class _NoisyFunction(FunctionPrior):
 
 
 @dataclass(frozen=True)
-class LinearPrior(_NoisyFunction):
+class LinearPrior(NoisyFunction):
     """y = w · x with w ~ N(0, weight_std² I) over the used features."""
 
     name: ClassVar[str] = "linear"
@@ -57,7 +57,7 @@ class LinearPrior(_NoisyFunction):
 
 
 @dataclass(frozen=True)
-class SparseLinearPrior(_NoisyFunction):
+class SparseLinearPrior(NoisyFunction):
     """y = w · x where only ``k`` random used features have N(0, 1) weights."""
 
     name: ClassVar[str] = "sparse_linear"
@@ -79,7 +79,7 @@ class SparseLinearPrior(_NoisyFunction):
 
 
 @dataclass(frozen=True)
-class ReLUNetPrior(_NoisyFunction):
+class ReLUNetPrior(NoisyFunction):
     """f(x) = sqrt(2 / hidden) · Σ_j a_j ReLU(w_j · x) with N(0, 1) weights."""
 
     name: ClassVar[str] = "relu2"
@@ -99,7 +99,7 @@ class ReLUNetPrior(_NoisyFunction):
 
 
 @dataclass(frozen=True)
-class TreePrior(_NoisyFunction):
+class TreePrior(NoisyFunction):
     """A complete binary tree of ``depth`` splits on random used features, N(0, 1) leaf values.
 
     Thresholds are the inputs' centre (0 for normal or correlated, 0.5 for uniform inputs) as in Garg et al.,
