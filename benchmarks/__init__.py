@@ -8,8 +8,10 @@ from typing import Any
 
 # name -> "module:function"; modules import lazily so the CLI starts fast
 REGISTRY: dict[str, str] = {
+    "bnn": "benchmarks.bnn_posterior:run",
     "function-classes": "benchmarks.function_classes:run",
     "gp": "benchmarks.gp_posterior:run",
+    "gp-hyper": "benchmarks.gp_hyper:run",
     "speed": "benchmarks.speed:run",
     "tabular": "benchmarks.tabular:run",
     "temperature": "benchmarks.temperature:run",

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 import pfn
 from pfn.checkpoint import CheckpointError, atomic_write, resolve, write_json
+
+COVERAGE_LEVELS = (0.5, 0.8, 0.9)
 
 
 class WrongPriorError(CheckpointError):
@@ -58,3 +61,18 @@ def splice_section(path: Path, name: str, text: str) -> None:
     head, rest = document.split(begin, 1)
     _, tail = rest.split(end, 1)
     atomic_write(path, lambda tmp: tmp.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}"))
+
+
+def calibration(pit: Tensor) -> dict[str, Any]:
+    """PIT histogram (10 bins, uniform if calibrated) and the coverage of central intervals."""
+    histogram = torch.histc(pit.float(), bins=10, min=0.0, max=1.0) / pit.numel()
+    coverage = {str(c): float(((pit >= (1 - c) / 2) & (pit <= (1 + c) / 2)).float().mean()) for c in COVERAGE_LEVELS}
+    return {"pit_histogram": histogram.tolist(), "coverage": coverage}
+
+
+def draw_pit(ax: Any, title: str, result: dict[str, Any]) -> None:
+    """A PIT histogram of :func:`calibration`'s result on a matplotlib axis (flat line at 0.1)."""
+    ax.bar([i / 10 + 0.05 for i in range(10)], result["pit_histogram"], width=0.1)
+    ax.axhline(0.1, color="k", ls=":")
+    ax.set_title(f"{title}: 90% cover {result['coverage']['0.9']:.2f}", fontsize=8)
+    ax.set_xlabel("PIT")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 import priors
-from benchmarks.common import WrongPriorError, environment, record_quality
+from benchmarks.common import WrongPriorError, calibration, draw_pit, environment, record_quality
 from pfn.checkpoint import write_json
 from pfn.inference import PFN, load
 from priors.function_classes import NoisyFunction
@@ -36,7 +36,6 @@ N_QUERY = 16
 SHIPPED = ("linear", "linear-noisy", "sparse-linear", "relu2", "tree")
 PRIOR_TYPES = ("linear", "sparse_linear", "relu2", "tree")
 SHIFTS = ("none", "skewed", "scaled", "noisy_outputs", "orthant")
-COVERAGE_LEVELS = (0.5, 0.8, 0.9)
 
 Learner = Callable[[Tensor, Tensor, Tensor], Tensor]  # x [B, k, d], y [B, k], x_query [B, q, d] -> [B, q]
 
@@ -218,13 +217,6 @@ def _squared_error(prediction: Tensor, target: Tensor, d: int) -> float:
     return float(((prediction.double() - target.double()) ** 2).mean() / d)
 
 
-def calibration(pit: Tensor) -> dict[str, Any]:
-    """PIT histogram (10 bins, uniform if calibrated) and the coverage of central intervals."""
-    histogram = torch.histc(pit.float(), bins=10, min=0.0, max=1.0) / pit.numel()
-    coverage = {str(c): float(((pit >= (1 - c) / 2) & (pit <= (1 + c) / 2)).float().mean()) for c in COVERAGE_LEVELS}
-    return {"pit_histogram": histogram.tolist(), "coverage": coverage}
-
-
 def targets(name: str, result: dict[str, Any]) -> dict[str, Any] | None:
     """The issue's targets for linear checkpoints at k <= 2d without shift: noisy, the PFN's error
     within 10% of the Bayes-optimal ridge; noiseless, within 0.05 of the optimum max(d - k, 0) / d."""
@@ -305,10 +297,7 @@ def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(3 * len(results), 2.8), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items(), strict=True):
-        ax.bar(np.arange(10) / 10 + 0.05, result["calibration"]["pit_histogram"], width=0.1)
-        ax.axhline(0.1, color="k", ls=":")
-        ax.set_title(f"{Path(name).name}: 90% cover {result['calibration']['coverage']['0.9']:.2f}", fontsize=8)
-        ax.set_xlabel("PIT")
+        draw_pit(ax, Path(name).name, result["calibration"])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -77,7 +77,7 @@ def fit_mle(x: Tensor, y: Tensor, kernel: str, iterations: int) -> dict[str, Ten
         }
 
 
-def _pfn_nll(model: PFN, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, d: Tensor) -> Tensor:
+def pfn_nll(model: PFN, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, d: Tensor) -> Tensor:
     """Per-dataset mean NLL [B] of the PFN; datasets are grouped by their used feature count."""
     out = torch.empty(x_train.shape[0])
     for used in d.unique().tolist():
@@ -99,7 +99,7 @@ def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...],
     for n in grid:
         x_train, y_train = x[:, :n], y[:, :n]
         start = time.perf_counter()
-        rows["pfn"].append(_pfn_nll(model, x_train, y_train, x_test, y_test, d).mean().item())
+        rows["pfn"].append(pfn_nll(model, x_train, y_train, x_test, y_test, d).mean().item())
         times["pfn"].append(time.perf_counter() - start)
 
         start = time.perf_counter()

@@ -45,18 +45,17 @@ class GPPrior(FunctionPrior):
 
     def covariance(self, x1: Tensor, x2: Tensor, lengthscale: Tensor, outputscale: Tensor) -> Tensor:
         """outputscale * k(x1, x2): x1 [B, N, F], x2 [B, M, F], lengthscale [B] or [B, F],
-        outputscale [B] -> [B, N, M] (float64)."""
-        batch, n_features = x1.shape[0], x1.shape[-1]
+        outputscale [B] -> [B, N, M] (float64), differentiable in the hyperparameters (gpytorch's
+        kernel at unit lengthscale on inputs divided by the lengthscale)."""
         if self.kernel == "rbf":
-            kernel = gpytorch.kernels.RBFKernel(batch_shape=torch.Size([batch]), ard_num_dims=n_features)
+            kernel = gpytorch.kernels.RBFKernel()
         else:
-            kernel = gpytorch.kernels.MaternKernel(nu=2.5, batch_shape=torch.Size([batch]), ard_num_dims=n_features)
-        kernel = kernel.double()
+            kernel = gpytorch.kernels.MaternKernel(nu=2.5)
+        kernel = kernel.double().requires_grad_(False)
+        kernel.lengthscale = 1.0
         ls = lengthscale.double()
-        ls = ls[:, None, None].expand(batch, 1, n_features) if ls.ndim == 1 else ls[:, None, :]  # [B, 1, F]
-        kernel.lengthscale = ls
-        with torch.no_grad():
-            k = kernel.forward(x1.double(), x2.double())  # [B, N, M]
+        ls = ls[:, None, None] if ls.ndim == 1 else ls[:, None, :]  # [B, 1, 1] or [B, 1, F]
+        k = kernel.forward(x1.double() / ls, x2.double() / ls)  # [B, N, M]
         return outputscale.double()[:, None, None] * k
 
     def draw_hyperparameters(self, n_features: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
