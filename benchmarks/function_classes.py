@@ -3,7 +3,9 @@
 For each checkpoint trained on a function-class prior (linear, sparse linear, 2-layer ReLU net,
 decision tree; x ~ N(0, I) in d dimensions), on fresh prompts from its own prior (a seed no
 training step uses): the squared error of the prediction at query points against the noise-free
-function, normalised by d, for k = 1..2d in-context examples, next to classic learners fitted to
+function, normalised so that predicting zero scores 1 (divided by d for linear and ReLU-net
+priors, by the k non-zero weights for sparse linear, by the unit leaf variance for trees), for
+k = 1..2d in-context examples, next to classic learners fitted to
 the same k examples (least squares, ridge with the prior's Bayes-optimal penalty, Lasso,
 3-nearest-neighbours, averaging, XGBoost, a greedy tree, a 2-layer net trained by gradient
 descent). Linear checkpoints are also run under the distribution shifts of Garg et al. (skewed
@@ -158,7 +160,7 @@ def baselines(prior: NoisyFunction, quick: bool) -> dict[str, Learner]:
     learners: dict[str, Learner] = {
         "least squares": least_squares,
         "ridge (Bayes-optimal λ)": ridge(_noise_std(prior) ** 2 / weight_var),
-        "Lasso (α = 0.1)": per_dataset(lambda k: Lasso(alpha=0.1, max_iter=10_000)),
+        "Lasso (α = 0.01)": per_dataset(lambda k: Lasso(alpha=0.01, max_iter=10_000)),
         "3-NN": per_dataset(lambda k: KNeighborsRegressor(n_neighbors=min(3, k))),
         "averaging": averaging,
         "greedy tree": per_dataset(lambda k: DecisionTreeRegressor(max_depth=4, random_state=0)),
@@ -177,9 +179,10 @@ def baselines(prior: NoisyFunction, quick: bool) -> dict[str, Learner]:
 def evaluate_checkpoint(
     model: PFN, prior: NoisyFunction, n_datasets: int, ks: tuple[int, ...], shifts: tuple[str, ...], quick: bool
 ) -> dict[str, Any]:
-    """Squared error / d against k for the PFN and every baseline under each shift, the PFN's
+    """Normalised squared error (see normaliser) against k for the PFN and every baseline under each shift, the PFN's
     calibration (no shift), and the wall time of each learner."""
     d = model.config.n_features
+    scale = normaliser(prior, d)
     learners = baselines(prior, quick)
     errors: dict[str, dict[str, list[float]]] = {}
     seconds: dict[str, float] = {"PFN": 0.0, **{name: 0.0 for name in learners}}
@@ -192,7 +195,7 @@ def evaluate_checkpoint(
             f_query = prompts.f[:, k:]  # [B, q]
             start = time.perf_counter()
             dist = model.predict(x, y, xq)
-            table["PFN"].append(_squared_error(dist.mean(), f_query, d))
+            table["PFN"].append(_squared_error(dist.mean(), f_query, scale))
             seconds["PFN"] += time.perf_counter() - start
             if shift == "none":
                 pit.append(dist.cdf(prompts.y[:, k:]).reshape(-1))  # [B q]
@@ -200,28 +203,41 @@ def evaluate_checkpoint(
                 continue
             for name, learner in learners.items():
                 start = time.perf_counter()
-                table[name].append(_squared_error(learner(x, y, xq), f_query, d))
+                table[name].append(_squared_error(learner(x, y, xq), f_query, scale))
                 seconds[name] += time.perf_counter() - start
         errors[shift] = {name: values for name, values in table.items() if values}
     return {
         "ks": list(ks),
         "d": d,
         "noise": _noise_std(prior),
-        "error_over_d": errors,
+        "normaliser": scale,
+        "error": errors,
         "calibration": calibration(torch.cat(pit)),
         "seconds": seconds,
     }
 
 
-def _squared_error(prediction: Tensor, target: Tensor, d: int) -> float:
-    return float(((prediction.double() - target.double()) ** 2).mean() / d)
+def normaliser(prior: NoisyFunction, d: int) -> float:
+    """The prior variance of f(x), so that predicting zero scores 1: d·weight_std² for linear,
+    k for sparse linear (unit weights), d for the ReLU net (√(2/r) scaling), 1 for trees."""
+    if prior.name == "linear":
+        return d * prior.weight_std**2
+    if prior.name == "sparse_linear":
+        return float(prior.k)
+    if prior.name == "relu2":
+        return float(d)
+    return 1.0
+
+
+def _squared_error(prediction: Tensor, target: Tensor, scale: float) -> float:
+    return float(((prediction.double() - target.double()) ** 2).mean() / scale)
 
 
 def targets(name: str, result: dict[str, Any]) -> dict[str, Any] | None:
     """The issue's targets for linear checkpoints at k <= 2d without shift: noisy, the PFN's error
     within 10% of the Bayes-optimal ridge; noiseless, within 0.05 of the optimum max(d - k, 0) / d."""
     ks, d = result["ks"], result["d"]
-    errors = result["error_over_d"]["none"]
+    errors = result["error"]["none"]
     index = [i for i, k in enumerate(ks) if k <= 2 * d]
     if result["prior_type"] != "linear":
         return None
@@ -259,13 +275,13 @@ def plot_errors(name: str, result: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ks, d = result["ks"], result["d"]
-    for learner, values in result["error_over_d"]["none"].items():
+    for learner, values in result["error"]["none"].items():
         style = {"lw": 2.5, "color": "k"} if learner == "PFN" else {"lw": 1.2}
         ax.plot(ks, values, marker="o", ms=3, label=learner, **style)
     if result["prior_type"] == "linear" and result["noise"] == 0:
         ax.plot(ks, [max(d - k, 0) / d for k in ks], ls=":", color="grey", label="optimum max(d − k, 0)/d")
     ax.set_xlabel("in-context examples k")
-    ax.set_ylabel("squared error / d")
+    ax.set_ylabel("normalised squared error")
     ax.set_ylim(bottom=0)
     ax.set_title(f"{name} (d = {d}, noise σ = {result['noise']})")
     ax.legend(fontsize=7)
@@ -276,16 +292,16 @@ def plot_errors(name: str, result: dict[str, Any], path: Path) -> None:
 
 def plot_shifts(name: str, result: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
-    shifts = [s for s in SHIFTS if s in result["error_over_d"] and s != "none"]
+    shifts = [s for s in SHIFTS if s in result["error"] and s != "none"]
     fig, axes = plt.subplots(1, len(shifts), figsize=(3.2 * len(shifts), 3.2), squeeze=False)
     for ax, shift in zip(axes[0], shifts, strict=True):
         for learner in ("PFN", "least squares", "ridge (Bayes-optimal λ)"):
-            if learner in result["error_over_d"][shift]:
-                ax.plot(result["ks"], result["error_over_d"][shift][learner], marker="o", ms=3, label=learner)
+            if learner in result["error"][shift]:
+                ax.plot(result["ks"], result["error"][shift][learner], marker="o", ms=3, label=learner)
         ax.set_title(shift.replace("_", " "))
         ax.set_xlabel("k")
         ax.set_yscale("log")
-    axes[0][0].set_ylabel("squared error / d")
+    axes[0][0].set_ylabel("normalised squared error")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{name}: distribution shifts")
     fig.tight_layout()
@@ -328,7 +344,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
     for name, result in results.items():
         stem = Path(name).name  # a shipped name, or the run folder's name
         plot_errors(stem, result, out / f"fc_{stem}.png")
-        if len(result["error_over_d"]) > 1:
+        if len(result["error"]) > 1:
             plot_shifts(stem, result, out / f"fc_{stem}_shifts.png")
     plot_calibration(results, out / "fc_calibration.png")
     print(summary(report))
@@ -339,7 +355,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
                 "function_classes",
                 {
                     "ks": result["ks"],
-                    "error_over_d": {k: [round(v, 4) for v in vs] for k, vs in result["error_over_d"]["none"].items()},
+                    "error": {k: [round(v, 4) for v in vs] for k, vs in result["error"]["none"].items()},
                     "target": result["target"],
                     "coverage": result["calibration"]["coverage"],
                     "command": report["environment"]["command"],
@@ -349,10 +365,10 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
 
 
 def summary(report: dict[str, Any]) -> str:
-    """A plain-text table per checkpoint: error / d at each k for every learner."""
+    """A plain-text table per checkpoint: normalised error at each k for every learner."""
     lines = []
     for name, result in report["results"].items():
-        errors = result["error_over_d"]["none"]
+        errors = result["error"]["none"]
         lines.append(f"{name} (prior {result['prior_type']}, d = {result['d']}, noise {result['noise']})")
         lines.append(f"{'learner':>26} " + " ".join(f"{k:>6}" for k in result["ks"]))
         for learner, values in errors.items():

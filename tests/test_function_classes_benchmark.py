@@ -16,13 +16,14 @@ from benchmarks.function_classes import (
     calibration,
     draw_prompts,
     least_squares,
+    normaliser,
     ridge,
     run,
     targets,
     two_layer_net,
 )
 from pfn.train import train
-from priors import LinearPrior, TreePrior
+from priors import LinearPrior, ReLUNetPrior, SparseLinearPrior, TreePrior
 
 LINEAR = LinearPrior(min_features=5, max_features=5, noise=0.0)
 
@@ -51,6 +52,17 @@ def test_bayes_optimal_ridge_beats_least_squares_on_noisy_linear_prompts():
     error_ls = ((least_squares(x, y, xq) - f) ** 2).mean()
     error_ridge = ((ridge(1.0)(x, y, xq) - f) ** 2).mean()
     assert error_ridge < 0.8 * error_ls
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [LinearPrior(weight_std=2.0), SparseLinearPrior(k=3), ReLUNetPrior(hidden=50), TreePrior(depth=3)],
+    ids=lambda p: p.name,
+)
+def test_predicting_zero_scores_one_in_every_function_class(prior):
+    prior = dataclasses.replace(prior, min_features=6, max_features=6)
+    f = draw_prompts(prior, 6, 2000, 4, "none", seed=8).f  # [B, R]
+    assert f.pow(2).mean().item() / normaliser(prior, 6) == pytest.approx(1.0, rel=0.1)
 
 
 def test_shifts_change_inputs_and_example_noise_as_described():
@@ -89,14 +101,14 @@ def test_calibration_of_uniform_pit_is_flat_with_nominal_coverage():
 def test_linear_targets_follow_the_issue():
     ks = [1, 5, 10, 20]
     optimum = [max(10 - k, 0) / 10 for k in ks]
-    result = {"prior_type": "linear", "ks": ks, "d": 10, "noise": 0.0, "error_over_d": {"none": {"PFN": optimum}}}
+    result = {"prior_type": "linear", "ks": ks, "d": 10, "noise": 0.0, "error": {"none": {"PFN": optimum}}}
     assert targets("x", result) == {"worst_gap_to_optimum": 0.0, "met": True}
-    result["error_over_d"]["none"]["PFN"] = [o + 0.06 for o in optimum]
+    result["error"]["none"]["PFN"] = [o + 0.06 for o in optimum]
     assert targets("x", result)["met"] is False
     noisy = {"prior_type": "linear", "ks": ks, "d": 10, "noise": 0.5}
-    noisy["error_over_d"] = {"none": {"PFN": [1.05, 1.0, 1.0, 1.0], "ridge (Bayes-optimal λ)": [1.0, 1.0, 1.0, 1.0]}}
+    noisy["error"] = {"none": {"PFN": [1.05, 1.0, 1.0, 1.0], "ridge (Bayes-optimal λ)": [1.0, 1.0, 1.0, 1.0]}}
     assert targets("x", noisy)["met"] is True
-    noisy["error_over_d"]["none"]["PFN"][0] = 1.11
+    noisy["error"]["none"]["PFN"][0] = 1.11
     assert targets("x", noisy)["met"] is False
 
 
@@ -110,8 +122,8 @@ def test_quick_mode_on_a_tiny_linear_checkpoint_writes_json_and_plots(tmp_path):
     saved = json.loads((tmp_path / "out" / "function_classes.json").read_text())
     result = saved["results"][str(tmp_path / "run")]
     assert result["ks"] == [1, 3, 6]
-    assert set(result["error_over_d"]) == {"none", "skewed", "scaled", "noisy_outputs", "orthant"}
-    errors = result["error_over_d"]["none"]
+    assert set(result["error"]) == {"none", "skewed", "scaled", "noisy_outputs", "orthant"}
+    errors = result["error"]["none"]
     assert set(errors) >= {"PFN", "least squares", "ridge (Bayes-optimal λ)", "3-NN"}
     ratio = max(p / r for p, r in zip(errors["PFN"], errors["ridge (Bayes-optimal λ)"], strict=True))
     assert report["results"][str(tmp_path / "run")]["target"]["worst_ratio_to_ridge"] == pytest.approx(ratio)
