@@ -38,6 +38,7 @@ N_QUERY = 16
 SHIPPED = ("linear", "linear-noisy", "sparse-linear", "relu2", "tree")
 PRIOR_TYPES = ("linear", "sparse_linear", "relu2", "tree")
 SHIFTS = ("none", "skewed", "scaled", "noisy_outputs", "orthant")
+SHIFT_LEARNERS = ("least squares", "ridge (Bayes-optimal λ)")  # next to the PFN under shifts, as in the plot
 
 Learner = Callable[[Tensor, Tensor, Tensor], Tensor]  # x [B, k, d], y [B, k], x_query [B, q, d] -> [B, q]
 
@@ -199,9 +200,9 @@ def evaluate_checkpoint(
             seconds["PFN"] += time.perf_counter() - start
             if shift == "none":
                 pit.append(dist.cdf(prompts.y[:, k:]).reshape(-1))  # [B q]
-            if shift != "none" and quick:
-                continue
             for name, learner in learners.items():
+                if shift != "none" and (quick or name not in SHIFT_LEARNERS):
+                    continue
                 start = time.perf_counter()
                 table[name].append(_squared_error(learner(x, y, xq), f_query, scale))
                 seconds[name] += time.perf_counter() - start
@@ -323,8 +324,9 @@ def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def run(out: Path, quick: bool = False, model: str | None = None, update_card: bool = False) -> dict[str, Any]:
-    """Every shipped function-class checkpoint (or ``model`` alone); ``quick``: 8 prompts per
-    point, k in {1, d/2, d, 2d}, shifts skipped but for the PFN, no XGBoost."""
+    """Every shipped function-class checkpoint (or ``model`` alone): 128 prompts per point,
+    k = 1..2d; under shifts only the PFN, least squares and ridge. ``quick``: 8 prompts,
+    k in {1, d/2, d, 2d}, shifts for the PFN alone, no XGBoost."""
     names = [model] if model else list(SHIPPED)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -333,7 +335,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
         d = loaded.config.n_features
         ks = tuple(sorted({1, max(1, d // 2), d, 2 * d})) if quick else tuple(range(1, 2 * d + 1))
         shifts = SHIFTS if prior.name == "linear" else ("none",)
-        result = evaluate_checkpoint(loaded, prior, 8 if quick else 256, ks, shifts, quick)
+        result = evaluate_checkpoint(loaded, prior, 8 if quick else 128, ks, shifts, quick)
         result = {"prior_type": prior.name, **result}
         result["target"] = targets(name, result)
         results[name] = result

@@ -53,7 +53,7 @@ def test_missing_config_and_unknown_benchmark(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["bench", "no-such-bench"]) == 2
-    known = "known: ['gp', 'speed', 'tabular', 'temperature', 'training-curves']"
+    known = "known: ['bnn', 'function-classes', 'gp', 'gp-hyper', 'speed', 'tabular', 'temperature', 'training-curves']"
     assert f"unknown benchmark 'no-such-bench'; {known}" in capsys.readouterr().err
 
 
