@@ -35,6 +35,7 @@ N_TEST = 100
 NUTS_BUDGETS = ((25, 25), (50, 50), (100, 100), (200, 200), (500, 500))  # (warmup, samples)
 SVI_BUDGETS = (100, 300, 1000, 3000)  # optimisation steps
 PREDICTIVE_SAMPLES = 200  # SVI draws from the guide for its predictive
+QUICK_NUTS, QUICK_SVI = ((10, 10), (20, 20)), (50, 100)
 
 
 def check_fixed_architecture(prior: BNNPrior) -> None:
@@ -225,13 +226,13 @@ def plot(result: dict[str, Any], out: Path) -> None:
 
 
 def run(out: Path, quick: bool = False, model: str | None = None, update_card: bool = False) -> dict[str, Any]:
-    """Run the benchmark; ``quick``: 2 datasets, the two smallest budgets of each baseline."""
+    """Run the benchmark; ``quick``: 2 datasets, two small budgets of each baseline."""
     name = model or "bnn"
     loaded = load_for(name, "bnn", "bnn")
     prior = priors.from_dict(loaded.card["prior"])
     n_train = min(100, loaded.card["train"]["max_train"])
     if quick:
-        result = evaluate(loaded, prior, 2, n_train, NUTS_BUDGETS[:2], SVI_BUDGETS[:2])
+        result = evaluate(loaded, prior, 2, n_train, QUICK_NUTS, QUICK_SVI)
     else:
         result = evaluate(loaded, prior, 20, n_train, NUTS_BUDGETS, SVI_BUDGETS)
     report = {"benchmark": "bnn", "model": name, "quick": quick, **result, "environment": environment()}

@@ -64,7 +64,7 @@ def test_quick_mode_on_a_tiny_bnn_checkpoint_writes_json_and_plots(tmp_path):
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["bnn.json", "bnn_calibration.png", "bnn_nll_time.png"]
     saved = json.loads((tmp_path / "out" / "bnn.json").read_text())
-    assert [r["samples"] for r in saved["nuts"]] == [25, 50] and [r["steps"] for r in saved["svi"]] == [100, 300]
+    assert [r["samples"] for r in saved["nuts"]] == [10, 20] and [r["steps"] for r in saved["svi"]] == [50, 100]
     assert saved["pfn_minus_best_nuts"] == pytest.approx(report["pfn"]["nll"] - min(r["nll"] for r in report["nuts"]))
     assert all(math.isfinite(r["nll"]) for r in saved["nuts"] + saved["svi"])
     assert set(saved["calibration"]) == {"PFN", "NUTS", "SVI"}
