@@ -10,11 +10,14 @@ from conftest import gen
 from helpers import tiny_config
 from sklearn.linear_model import Ridge
 
+import pfn
 from benchmarks.common import WrongPriorError
 from benchmarks.function_classes import (
     averaging,
     calibration,
     draw_prompts,
+    evaluate_checkpoint,
+    function_prior,
     least_squares,
     normaliser,
     ridge,
@@ -133,3 +136,12 @@ def test_benchmark_refuses_a_checkpoint_of_another_prior(tmp_path):
     train(tiny_config(), tmp_path, progress=False)  # a GP prior
     with pytest.raises(WrongPriorError, match="function-class prior .* but .* was trained on a 'gp' prior"):
         run(tmp_path / "out", quick=True, model=str(tmp_path))
+
+
+def test_shipped_linear_noisy_checkpoint_is_close_to_ridge_with_few_examples():
+    model = pfn.load("linear-noisy")
+    prior = function_prior(model, "linear-noisy")
+    result = evaluate_checkpoint(model, prior, n_datasets=64, ks=(2, 5), shifts=("none",), quick=True)
+    errors = result["error"]["none"]
+    for pfn_error, ridge_error in zip(errors["PFN"], errors["ridge (Bayes-optimal λ)"], strict=True):
+        assert pfn_error < 1.1 * ridge_error
