@@ -25,7 +25,7 @@ from pyro.infer.autoguide import AutoNormal
 from torch import Tensor
 
 import priors
-from benchmarks.common import calibration, draw_pit, environment, load_for, record_quality
+from benchmarks.common import calibration, draw_pit, environment, load_for, pyplot, record_quality
 from pfn.checkpoint import write_json
 from pfn.inference import PFN
 from priors.bnn import BNNPrior
@@ -197,10 +197,7 @@ def time_ratio(budgets: list[dict[str, Any]], pfn_nll: float, pfn_seconds: float
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for key, label in (("nuts", "NUTS"), ("svi", "SVI (mean-field)")):

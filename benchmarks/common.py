@@ -70,6 +70,16 @@ def calibration(pit: Tensor) -> dict[str, Any]:
     return {"pit_histogram": histogram.tolist(), "coverage": coverage}
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (imported when a benchmark plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def draw_pit(ax: Any, title: str, result: dict[str, Any]) -> None:
     """A PIT histogram of :func:`calibration`'s result on a matplotlib axis (flat line at 0.1)."""
     ax.bar([i / 10 + 0.05 for i in range(10)], result["pit_histogram"], width=0.1)

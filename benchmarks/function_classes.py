@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 import priors
-from benchmarks.common import WrongPriorError, calibration, draw_pit, environment, record_quality
+from benchmarks.common import WrongPriorError, calibration, draw_pit, environment, pyplot, record_quality
 from pfn.checkpoint import CheckpointError, shipped_names, write_json
 from pfn.inference import PFN, load
 from priors.function_classes import NoisyFunction
@@ -263,17 +263,8 @@ def function_prior(model: PFN, name: str) -> NoisyFunction:
 # ---------------------------------------------------------------- plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_errors(name: str, result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ks, d = result["ks"], result["d"]
     for learner, values in result["error"]["none"].items():
@@ -293,7 +284,7 @@ def plot_errors(name: str, result: dict[str, Any], path: Path) -> None:
 
 
 def plot_shifts(name: str, result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     shifts = [s for s in SHIFTS if s in result["error"] and s != "none"]
     fig, axes = plt.subplots(1, len(shifts), figsize=(3.2 * len(shifts), 3.2), squeeze=False)
     for ax, shift in zip(axes[0], shifts, strict=True):
@@ -312,7 +303,7 @@ def plot_shifts(name: str, result: dict[str, Any], path: Path) -> None:
 
 
 def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(3 * len(results), 2.8), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items(), strict=True):
         draw_pit(ax, Path(name).name, result["calibration"])

@@ -23,7 +23,7 @@ from pyro.infer import MCMC, NUTS
 from torch import Tensor
 
 import priors
-from benchmarks.common import WrongPriorError, calibration, draw_pit, environment, load_for, record_quality
+from benchmarks.common import WrongPriorError, calibration, draw_pit, environment, load_for, pyplot, record_quality
 from benchmarks.gp_posterior import fit_mle, gaussian_nll, pfn_nll
 from pfn.checkpoint import write_json
 from pfn.inference import PFN
@@ -184,10 +184,7 @@ def check_hyperpriors(prior: GPPrior, name: str) -> None:
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     labels = {"pfn": "PFN", "mle_gp": "GP, MLE-II", "nuts_gp": "GP, NUTS over hyperparameters"}

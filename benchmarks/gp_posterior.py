@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 import priors
-from benchmarks.common import environment, load_for, record_quality
+from benchmarks.common import environment, load_for, pyplot, record_quality
 from pfn.checkpoint import write_json
 from pfn.inference import PFN
 from priors.gp import GPPrior, gp_predictive
@@ -129,10 +129,7 @@ def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...],
 
 
 def plot_nll(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     labels = {"pfn": "PFN", "exact_gp": "exact GP (true hyperparameters)", "mle_gp": "GP, MLE-II hyperparameters"}
@@ -150,10 +147,7 @@ def plot_nll(result: dict[str, Any], path: Path) -> None:
 
 def plot_1d(model: PFN, prior: GPPrior, path: Path, n_train: int = 8) -> None:
     """The PFN's predictive mean and 90% band over the exact GP's on one 1-D dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     one_d = dataclasses.replace(prior, min_features=1, max_features=1)
     batch = one_d.sample(1, n_train, 1, torch.Generator().manual_seed(SEED + 1))

@@ -18,7 +18,7 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import environment
+from benchmarks.common import environment, pyplot
 from pfn.checkpoint import write_json
 from pfn.estimators import PFNClassifier
 
@@ -82,10 +82,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
 
 
 def _plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3))
     names = list(rows)

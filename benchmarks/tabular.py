@@ -49,7 +49,7 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from benchmarks.common import environment, record_quality, splice_section
+from benchmarks.common import environment, pyplot, record_quality, splice_section
 from pfn import estimators, heads, inference, preprocessing, selection
 from pfn import model as transformer
 from pfn.checkpoint import read_card, resolve, write_json
@@ -589,10 +589,7 @@ def report(result: dict[str, Any], task: str, image_prefix: str = "") -> str:
 
 def plot(result: dict[str, Any], out: Path) -> None:
     """Per task: the main metric against the train-row cap for every learner, and time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     for task, by_cap in result["summary"].items():
         metric = MAIN_METRIC[task]

@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import log_loss
 
 import priors
-from benchmarks.common import environment, record_quality
+from benchmarks.common import environment, pyplot, record_quality
 from benchmarks.tabular import DEFAULT_MODELS, expected_calibration_error
 from pfn.checkpoint import write_json
 from pfn.config import ConfigError
@@ -94,10 +94,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
 
 
 def _plot(table: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     temps = [float(t) for t in table]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))

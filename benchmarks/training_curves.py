@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import environment
+from benchmarks.common import environment, pyplot
 from pfn.checkpoint import read_card, resolve, shipped_names, write_json
 
 DEFAULT_MODELS = ("tabular-clf", "tabular-reg")
@@ -87,10 +87,7 @@ def _running_mean(values: list[float], window: int) -> list[float]:
 
 
 def _plot(models: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = sorted({m["task"] for m in models.values()})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.4), squeeze=False)
