@@ -180,8 +180,8 @@ def baselines(prior: NoisyFunction, quick: bool) -> dict[str, Learner]:
 def evaluate_checkpoint(
     model: PFN, prior: NoisyFunction, n_datasets: int, ks: tuple[int, ...], shifts: tuple[str, ...], quick: bool
 ) -> dict[str, Any]:
-    """Normalised squared error (see normaliser) against k for the PFN and every baseline under each shift, the PFN's
-    calibration (no shift), and the wall time of each learner."""
+    """Normalised squared error (see normaliser) against k for the PFN and every baseline under
+    each shift, the PFN's calibration (no shift), and the wall time of each learner."""
     d = model.config.n_features
     scale = normaliser(prior, d)
     learners = baselines(prior, quick)
@@ -234,9 +234,11 @@ def _squared_error(prediction: Tensor, target: Tensor, scale: float) -> float:
     return float(((prediction.double() - target.double()) ** 2).mean() / scale)
 
 
-def targets(name: str, result: dict[str, Any]) -> dict[str, Any] | None:
+def targets(result: dict[str, Any]) -> dict[str, Any] | None:
     """The issue's targets for linear checkpoints at k <= 2d without shift: noisy, the PFN's error
-    within 10% of the Bayes-optimal ridge; noiseless, within 0.05 of the optimum max(d - k, 0) / d."""
+    within 10% of the Bayes-optimal ridge; noiseless, within 0.05 of the optimum. The optimum is
+    max(d - k, 0) / d in expectation; on the benchmark's own prompts it is least squares' error
+    (the exact posterior mean), which the check uses; the gap to the formula is reported too."""
     ks, d = result["ks"], result["d"]
     errors = result["error"]["none"]
     index = [i for i, k in enumerate(ks) if k <= 2 * d]
@@ -245,8 +247,9 @@ def targets(name: str, result: dict[str, Any]) -> dict[str, Any] | None:
     if result["noise"] > 0:
         ratios = [errors["PFN"][i] / errors["ridge (Bayes-optimal λ)"][i] for i in index]
         return {"worst_ratio_to_ridge": max(ratios), "met": max(ratios) <= 1.10}
-    gaps = [abs(errors["PFN"][i] - max(d - ks[i], 0) / d) for i in index]
-    return {"worst_gap_to_optimum": max(gaps), "met": max(gaps) <= 0.05}
+    gaps = [errors["PFN"][i] - errors["least squares"][i] for i in index]
+    formula = [abs(errors["PFN"][i] - max(d - ks[i], 0) / d) for i in index]
+    return {"worst_gap_to_optimum": max(gaps), "worst_gap_to_formula": max(formula), "met": max(gaps) <= 0.05}
 
 
 def function_prior(model: PFN, name: str) -> NoisyFunction:
@@ -331,7 +334,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
         shifts = SHIFTS if prior.name == "linear" else ("none",)
         result = evaluate_checkpoint(loaded, prior, 8 if quick else 128, ks, shifts, quick)
         result = {"prior_type": prior.name, **result}
-        result["target"] = targets(name, result)
+        result["target"] = targets(result)
         results[name] = result
     report = {"benchmark": "function-classes", "quick": quick, "results": results, "environment": environment()}
     out = Path(out)
