@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "gp-hyper": "benchmarks.gp_hyper:run",
     "speed": "benchmarks.speed:run",
     "tabular": "benchmarks.tabular:run",
+    "throughput": "benchmarks.throughput:run",
     "temperature": "benchmarks.temperature:run",
     "training-curves": "benchmarks.training_curves:run",
 }

@@ -46,7 +46,7 @@ def learners(model: str | None) -> dict[str, Callable[[], Any]]:
     return out
 
 
-def run(out: Path, quick: bool = False, model: str | None = None, update_card: bool = False) -> dict[str, Any]:
+def run(out: Path, quick: bool = False, model: str | None = None) -> dict[str, Any]:
     """Time every learner; ``quick`` uses 200 + 200 rows and one repeat."""
     n_train, n_test, repeats = (200, 200, 1) if quick else (1000, 1000, 3)
     X, y = make_classification(n_samples=n_train + n_test, n_features=20, n_informative=10, random_state=0)

@@ -20,7 +20,7 @@ DEFAULT_MODELS = ("tabular-clf", "tabular-reg")
 SMOOTH = 10  # curve points (each a mean over log_every steps) in the running mean drawn over them
 
 
-def run(out: Path, quick: bool = False, model: str | None = None, update_card: bool = False) -> dict[str, Any]:
+def run(out: Path, quick: bool = False, model: str | None = None) -> dict[str, Any]:
     """Plot the curves of ``model`` (a name or path) or of the shipped tabular models."""
     names = [model] if model is not None else [n for n in DEFAULT_MODELS if n in shipped_names()]
     cards = {name: read_card(resolve(name)) for name in names}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -22,7 +23,18 @@ def _train(args: argparse.Namespace) -> int:
     command = "pfn train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     from pfn.train import train
 
-    state = train(config, out, command=command, stop_at=args.stop_at, device=args.device, progress=not args.quiet)
+    state = train(
+        config,
+        out,
+        command=command,
+        stop_at=args.stop_at,
+        device=args.device,
+        backend=args.backend,
+        sampler_workers=args.sampler_workers,
+        progress=not args.quiet,
+    )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(
         f"{config.name}: step {state['step']}/{config.train.steps}, {state['datasets_seen']} datasets, "
         f"weights and card in {out}"
@@ -40,18 +52,25 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path("bench-results") / args.name
-    options = {key: getattr(args, key) for key in BENCH_OPTIONS if getattr(args, key) is not None}
+    options = {key: getattr(args, key) for key in BENCH_OPTIONS if getattr(args, key) not in (None, False)}
     accepted = inspect.signature(run).parameters
     refused = [f"--{key.replace('_', '-')}" for key in options if BENCH_OPTIONS[key] not in accepted]
     if refused:
         raise ConfigError(f"benchmark {args.name!r} takes no {', '.join(refused)}")
     kwargs = {BENCH_OPTIONS[key]: value for key, value in options.items()}
-    run(out=out, quick=args.quick, model=args.model, update_card=args.update_card, **kwargs)
+    run(out=out, quick=args.quick, model=args.model, **kwargs)
     return 0
 
 
 # benchmark-specific command-line options -> the run function's parameter names
-BENCH_OPTIONS = {"data": "data", "caps": "caps", "repeats": "repeats", "learners": "learner_names", "docs": "docs"}
+BENCH_OPTIONS = {
+    "update_card": "update_card",
+    "data": "data",
+    "caps": "caps",
+    "repeats": "repeats",
+    "learners": "learner_names",
+    "docs": "docs",
+}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -68,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a TOML run config, e.g. configs/gp.toml")
     p.add_argument("--out", help="run folder (default runs/NAME)")
     p.add_argument("--stop-at", type=int, help="end this sitting at this step; resume later")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda (each torchrun process takes the GPU of its local rank)"
+    )
+    p.add_argument("--backend", default="auto", help="under torchrun: auto (nccl on cuda, gloo on cpu), gloo or nccl")
+    p.add_argument(
+        "--sampler-workers",
+        type=int,
+        default=0,
+        help="processes that draw the prior's datasets ahead of the steps (0: in the training loop)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)

@@ -176,10 +176,7 @@ class _PFNBase(BaseEstimator):
         y_member, target_map = self._member_targets(index, y[rows], rng)
         xt, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, n', F], [1]
         yt = torch.as_tensor(y_member, dtype=torch.float32)[None]  # [1, n']
-        with torch.no_grad():
-            cache = self.pfn_.model.encode_train(
-                xt.to(self.pfn_.device), yt.to(self.pfn_.device), used.to(self.pfn_.device)
-            )
+        cache = self.pfn_.encode_train(xt, yt, used)
         return _Member(features=features, transform=transform, target_map=target_map, cache=cache)
 
     def _member_targets(self, index: int, y: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, Any]:
@@ -205,9 +202,7 @@ class _PFNBase(BaseEstimator):
         if member.transform is not None:
             x_member = member.transform.transform(x_member).astype(np.float32)
         xq, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, m, F], [1]
-        with torch.no_grad():
-            out = self.pfn_.model.predict_test(member.cache, xq.to(self.pfn_.device), used.to(self.pfn_.device))
-        return out[0].float().cpu().numpy()  # [m, K]
+        return self.pfn_.predict_test(member.cache, xq, used)[0].cpu().numpy()  # [m, K]
 
 
 def _subsample(n: int, size: int, stratify: np.ndarray | None, rng: np.random.RandomState) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from torch import Tensor
 
 from pfn.checkpoint import CheckpointError, load_model_files
 from pfn.heads import BarDistribution
-from pfn.model import ModelConfig, PFNTransformer
+from pfn.model import KVCache, ModelConfig, PFNTransformer
 
 
 class PFN:
@@ -112,18 +114,33 @@ class PFN:
         n_features = torch.full((x.shape[0],), max(d, 1), dtype=torch.long)  # [B]
         return torch.nn.functional.pad(x, (0, self.config.n_features - d)), n_features
 
-    @torch.no_grad()
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """No autograd; on a GPU also bf16 autocast (fp32 on CPU, where bf16 is rarely faster)."""
+        device = self.device.type
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            yield
+
+    def encode_train(self, x_train: Tensor, y_train: Tensor, n_features: Tensor) -> KVCache:
+        """The train rows' per-layer keys and values (see PFNTransformer.encode_train)."""
+        device = self.device
+        with self.inference():
+            return self.model.encode_train(x_train.to(device), y_train.to(device), n_features.to(device))
+
+    def predict_test(self, cache: KVCache, x_test: Tensor, n_features: Tensor) -> Tensor:
+        """fp32 outputs [B, m, K] for x_test [B, m, F] given ``cache`` from :meth:`encode_train`."""
+        with self.inference():
+            return self.model.predict_test(cache, x_test.to(self.device), n_features.to(self.device)).float()
+
     def predict(self, x_train: Any, y_train: Any, x_test: Any) -> BarDistribution | Tensor:
         """One forward pass. Regression: a BarDistribution over y_test [m] (or [B, m]);
         classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes."""
         xt, yt, xq, n_features, batched = self.prepare(x_train, y_train, x_test)
-        device = self.device
-        cache = self.model.encode_train(xt.to(device), yt.to(device), n_features.to(device))
-        out = self.model.predict_test(cache, xq.to(device), n_features.to(device))  # [B, m, K]
+        out = self.predict_test(self.encode_train(xt, yt, n_features), xq, n_features)  # [B, m, K]
         out = out if batched else out[0]
         if self.task == "classification":
             return out.softmax(-1)
-        return BarDistribution(self.borders.to(device), out, self.tail_scales)
+        return BarDistribution(self.borders.to(self.device), out, self.tail_scales)
 
 
 def _as_float_tensor(value: Any, name: str) -> Tensor:

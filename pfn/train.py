@@ -1,8 +1,10 @@
 """Prior-fitting: draw datasets from the prior, cut them into train and test rows, and fit the
 transformer to predict the test rows (NLL for regression, cross-entropy for classification).
 
-Every micro-batch is drawn from a generator seeded by (run seed, step, micro-batch index), so a
-run that stops and resumes from its training state continues exactly as an uninterrupted run.
+Every dataset is drawn from a generator seeded by (run seed, step, its index in the global
+batch), so a run that stops and resumes from its training state continues exactly as an
+uninterrupted run, and a data-parallel run (``torchrun``, see :mod:`pfn.distributed`) on any
+number of processes sees exactly the datasets of a one-process run.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import math
 import os
 import platform
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from pfn import distributed
 from pfn.checkpoint import CheckpointError, load_model_files, load_state, save_model, save_state
 from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
 from pfn.heads import BarDistribution, equal_mass_borders, prior_tail_scales
 from pfn.model import PFNTransformer
+from priors import Batch
 
 STATE_FILE = "state.safetensors"
 MODEL_FILE = "model.safetensors"
@@ -184,11 +189,7 @@ def make_card(config: RunConfig, state: dict[str, Any], command: str) -> dict[st
     """The JSON card of a model trained to ``state`` (totals include earlier stages)."""
     card = config.to_dict()
     card["task"] = config.model.task
-    cpu_hours = (
-        round(state["wall_time_s"] * state["hardware"].get("torch_threads", 1) / 3600, 3)
-        if "gpu" not in state["hardware"]
-        else None
-    )
+    cpu_hours = round(state["cpu_seconds"] / 3600, 3) if "gpu" not in state["hardware"] else None
     stages = _stages(state)
     card["training"] = {
         "command": command,
@@ -196,6 +197,7 @@ def make_card(config: RunConfig, state: dict[str, Any], command: str) -> dict[st
         "datasets_seen": state["datasets_seen"],
         "wall_time_s": round(state["wall_time_s"], 1),
         "cpu_hours": cpu_hours,
+        "sampler_wait_s": round(state["sampler_wait_s"], 1),
         "hardware": state["hardware"],
         "precision": state["precision"],
         "precision_measurement": state["precision_measurement"],
@@ -232,6 +234,114 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tens
     optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
 
 
+class StepDatasets(torch.utils.data.Dataset):
+    """One rank's datasets of each training step, by step number (see :func:`draw_step`); a
+    DataLoader's worker processes draw them ahead of the step that uses them."""
+
+    def __init__(self, config: RunConfig, indices: range) -> None:
+        self.config, self.indices = config, indices
+
+    def __len__(self) -> int:
+        return self.config.train.steps
+
+    def __getitem__(self, step: int) -> tuple[Batch, int]:
+        return draw_step(self.config, step, self.indices)
+
+
+def draw_step(config: RunConfig, step: int, indices: range) -> tuple[Batch, int]:
+    """The datasets ``indices`` of step ``step``'s global batch, and the step's train-row count.
+
+    Each dataset comes from its own generator seeded by (run seed, step, index in the global
+    batch), the step's row and train-row counts from one seeded by (run seed, step): a slice of
+    the batch is the same whichever process draws it, so N processes see what one process sees."""
+    tc = config.train
+    n_rows, n_train = draw_sizes(tc, step, torch.Generator().manual_seed(seed_for(tc.seed, step)))
+    parts = [
+        config.prior.sample(
+            1, n_rows, config.model.n_features, torch.Generator().manual_seed(seed_for(tc.seed, step, i))
+        )
+        for i in indices
+    ]
+    batch = Batch(
+        x=torch.cat([p.x for p in parts]),  # [b, N, F]
+        y=torch.cat([p.y for p in parts]),  # [b, N]
+        n_features=torch.cat([p.n_features for p in parts]),  # [b]
+    )
+    return batch, n_train
+
+
+def initial_state(config: RunConfig, dev: torch.device, state_path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The saved training state (tensors, state) in ``state_path``, or a fresh one (no tensors
+    unless ``train.init_from`` gives starting weights)."""
+    tc = config.train
+    if state_path.is_file():
+        tensors, state = load_state(state_path)
+        saved = from_dict(state["config"]).to_dict()  # defaults of newer fields filled in
+        if saved != config.to_dict():
+            changed = sorted(k for k in config.to_dict() if saved.get(k) != config.to_dict()[k])
+            raise CheckpointError(
+                f"{state_path.parent} holds a run of a different config (sections differing: {changed}); "
+                "use another --out folder or the original config"
+            )
+        hw = state.get("hardware", {})  # states from before these fields: their best estimate
+        state.setdefault("cpu_seconds", state["wall_time_s"] * hw.get("torch_threads", 1) * hw.get("processes", 1))
+        state.setdefault("sampler_wait_s", 0.0)
+        return tensors, state
+    tensors, origin = {}, None
+    if tc.init_from:
+        weights, init_card = initial_weights(config)
+        tensors = {f"model.{k}": v for k, v in weights.items()}
+        origin = stage_record(init_card, tc.init_from)
+    precision, measured = choose_precision(tc, dev)
+    borders = tail_scales = None
+    if config.model.task == "regression":
+        borders, tail_scales = target_support(config, init_card["borders"] if origin else None)
+    state = {
+        "config": config.to_dict(),
+        "step": 0,
+        "datasets_seen": 0,
+        "wall_time_s": 0.0,
+        "cpu_seconds": 0.0,
+        "sampler_wait_s": 0.0,
+        "curve": [],
+        "loss_window": [],  # losses since the last curve point
+        "precision": precision,
+        "precision_measurement": measured,
+        "borders": borders,
+        "tail_scales": tail_scales,
+        "init_from": origin,
+    }
+    return tensors, state
+
+
+def backward(
+    config: RunConfig,
+    net: nn.Module,
+    batch: Batch,
+    n_train: int,
+    accumulation: int,
+    autocast: AbstractContextManager,
+    borders: Tensor | None,
+    tail_scales: tuple[float, float] | None,
+) -> float:
+    """Accumulate the gradient of the mean loss over ``batch`` (the first n_train rows of each
+    dataset are train rows) in ``accumulation`` micro-batches; returns that loss. A
+    DistributedDataParallel ``net`` averages gradients over the processes at the last micro-batch."""
+    device = next(net.parameters()).device
+    micro = len(batch) // accumulation
+    total = 0.0
+    for index in range(accumulation):
+        part = slice(index * micro, (index + 1) * micro)
+        x, y, used = batch.x[part].to(device), batch.y[part].to(device), batch.n_features[part].to(device)
+        sync = index == accumulation - 1 or not isinstance(net, DistributedDataParallel)
+        with autocast, nullcontext() if sync else net.no_sync():
+            out = net(x, y[:, :n_train], used)  # [b, N - n, K]
+        loss = loss_fn(config, out.float(), y[:, n_train:], borders, tail_scales) / accumulation
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 def train(
     config: RunConfig,
     out_dir: str | Path,
@@ -239,67 +349,91 @@ def train(
     command: str = "",
     stop_at: int | None = None,
     device: str = "cpu",
+    backend: str = "auto",
+    sampler_workers: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit a PFN to ``config.prior``, writing ``out_dir/state.safetensors`` (resumable training
     state) and ``out_dir/model.safetensors`` + ``model.json`` (weights and card) every
     ``checkpoint_every`` steps. Resumes from an existing state in ``out_dir``. ``stop_at`` ends
     this sitting at that step (the schedule still spans ``config.train.steps``).
-    Returns the final training state."""
-    out_dir = Path(out_dir)
+
+    Under ``torchrun`` the run is data-parallel (DistributedDataParallel; ``backend`` "auto"
+    takes nccl on GPUs, gloo on CPUs): the global batch ``train.batch_size`` is split across the
+    processes, each drawing only its slice (see :func:`draw_step`); rank 0 logs and writes.
+    ``sampler_workers`` > 0 draws the prior's datasets in that many worker processes, ahead of
+    the step that uses them. Returns the final training state."""
+    procs, dev = distributed.start(device, backend)
+    finished = False
+    try:
+        state = _fit(config, Path(out_dir), procs, dev, command, stop_at, sampler_workers, progress)
+        finished = True
+    finally:
+        procs.close(wait=finished)
+    return state
+
+
+def _fit(
+    config: RunConfig,
+    out_dir: Path,
+    procs: distributed.Processes,
+    dev: torch.device,
+    command: str,
+    stop_at: int | None,
+    sampler_workers: int,
+    progress: bool,
+) -> dict[str, Any]:
     tc = config.train
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device")
+    if tc.batch_size % (procs.world_size * tc.accumulation):
+        raise ConfigError(
+            f"train.batch_size ({tc.batch_size}) must be divisible by the number of processes ({procs.world_size}) "
+            f"times train.accumulation ({tc.accumulation}); change the process count or the config"
+        )
+    if sampler_workers < 0:
+        raise ConfigError(f"sampler_workers must be >= 0, got {sampler_workers}")
+    state_path = out_dir / STATE_FILE
+    loaded: Any = None
+    if procs.is_main:
+        try:
+            loaded = initial_state(config, dev, state_path)
+        except (ConfigError, CheckpointError) as error:  # every rank raises it, none waits for rank 0
+            loaded = error
+    loaded = procs.broadcast(loaded)
+    if isinstance(loaded, Exception):
+        raise loaded
+    tensors, state = loaded
     model = build_model(config).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    state_path = out_dir / STATE_FILE
-    if state_path.is_file():
-        tensors, state = load_state(state_path)
-        saved = from_dict(state["config"]).to_dict()  # defaults of newer fields filled in
-        if saved != config.to_dict():
-            changed = sorted(k for k in config.to_dict() if saved.get(k) != config.to_dict()[k])
-            raise CheckpointError(
-                f"{out_dir} holds a run of a different config (sections differing: {changed}); "
-                "use another --out folder or the original config"
-            )
+    if tensors:
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    if any(k.startswith("optim.") for k in tensors):
         _restore_optimizer(optimizer, tensors, state["optimizer"])
-    else:
-        origin = None
-        if tc.init_from:
-            weights, init_card = initial_weights(config)
-            model.load_state_dict(weights)
-            origin = stage_record(init_card, tc.init_from)
-        precision, measured = choose_precision(tc, dev)
-        borders = tail_scales = None
-        if config.model.task == "regression":
-            borders, tail_scales = target_support(config, init_card["borders"] if origin else None)
-        state = {
-            "config": config.to_dict(),
-            "step": 0,
-            "datasets_seen": 0,
-            "wall_time_s": 0.0,
-            "curve": [],
-            "loss_window": [],  # losses since the last curve point
-            "precision": precision,
-            "precision_measurement": measured,
-            "borders": borders,
-            "tail_scales": tail_scales,
-            "init_from": origin,
-        }
-    state["hardware"] = hardware(dev)
+    state["hardware"] = {**hardware(dev), "processes": procs.world_size}
+    net = (
+        model
+        if procs.backend is None
+        else DistributedDataParallel(model, device_ids=[dev.index] if dev.index is not None else None)
+    )
     borders_t = torch.tensor(state["borders"], device=dev) if state["borders"] is not None else None
     fill_tails = borders_t is not None and state.get("tail_scales") is None  # a state from before tail scales
     if fill_tails:
         state["tail_scales"] = target_support(config, state["borders"])[1]
     tail_scales = tuple(state["tail_scales"]) if borders_t is not None else None
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if state["precision"] == "bf16" else nullcontext()
-    micro = tc.batch_size // tc.accumulation
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
-    bar = tqdm(total=end, initial=state["step"], disable=not progress, desc=config.name, unit="step")
+    bar = tqdm(
+        total=end, initial=state["step"], disable=not (progress and procs.is_main), desc=config.name, unit="step"
+    )
 
     def checkpoint() -> None:
+        digests = procs.replica_digests(model)
+        if len(set(digests)) > 1:
+            raise RuntimeError(
+                f"the model replicas of the {procs.world_size} processes diverged at step {state['step']}"
+            )
+        state["replicas"] = {"processes": procs.world_size, "backend": procs.backend, "parameter_sha256": digests}
+        if not procs.is_main:
+            return
         tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
         opt_tensors, groups = _optimizer_tensors(optimizer)
         tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
@@ -308,32 +442,35 @@ def train(
 
     if fill_tails:
         checkpoint()  # an older state gets its tail scales (also when the run had finished)
+    loader = torch.utils.data.DataLoader(
+        StepDatasets(config, procs.shard(tc.batch_size)),
+        batch_size=None,
+        sampler=range(state["step"], end),
+        num_workers=sampler_workers,
+        prefetch_factor=2 if sampler_workers else None,
+    )
     model.train()
-    while state["step"] < end:
-        start = time.perf_counter()
+    tick = time.perf_counter()
+    for batch, n_train in loader:
+        waited = time.perf_counter() - tick
         step = state["step"]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(tc, step)
         optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for index in range(tc.accumulation):
-            generator = torch.Generator().manual_seed(seed_for(tc.seed, step, index))
-            n_rows, n_train = draw_sizes(tc, step, generator)
-            batch = config.prior.sample(micro, n_rows, config.model.n_features, generator)
-            x, y, used = batch.x.to(dev), batch.y.to(dev), batch.n_features.to(dev)
-            with autocast:
-                out = model(x, y[:, :n_train], used)  # [B, N - n, K]
-            loss = loss_fn(config, out.float(), y[:, n_train:], borders_t, tail_scales) / tc.accumulation
-            loss.backward()
-            total += loss.item()
+        total = backward(config, net, batch, n_train, tc.accumulation, autocast, borders_t, tail_scales)
+        total = procs.mean(total, dev)
         if not math.isfinite(total):
             raise FloatingPointError(f"the training loss became {total} at step {step}; lower train.lr")
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - tick
+        tick = time.perf_counter()
         state["step"] += 1
         state["datasets_seen"] += tc.batch_size
         state["wall_time_s"] += elapsed
+        state["sampler_wait_s"] += waited
+        if dev.type == "cpu":
+            state["cpu_seconds"] += elapsed * torch.get_num_threads() * procs.world_size
         state["loss_window"].append(total)
         if state["step"] % tc.log_every == 0:
             mean_loss = round(float(np.mean(state["loss_window"])), 5)

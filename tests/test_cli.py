@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+import benchmarks
 from pfn.cli import main
 
 
@@ -53,8 +54,18 @@ def test_missing_config_and_unknown_benchmark(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["bench", "no-such-bench"]) == 2
-    known = "known: ['bnn', 'function-classes', 'gp', 'gp-hyper', 'speed', 'tabular', 'temperature', 'training-curves']"
-    assert f"unknown benchmark 'no-such-bench'; {known}" in capsys.readouterr().err
+    known = sorted(benchmarks.REGISTRY)
+    assert "throughput" in known and "function-classes" in known
+    assert f"unknown benchmark 'no-such-bench'; known: {known}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, refused",
+    [(["bench", "speed", "--update-card"], "--update-card"), (["bench", "gp", "--caps", "100"], "--caps")],
+)
+def test_a_benchmark_refuses_options_it_does_not_take(argv, refused, capsys):
+    assert main(argv) == 2
+    assert f"benchmark {argv[1]!r} takes no {refused}" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point():

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import tiny_config
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+import pfn
+from benchmarks.throughput import flops, run
+from pfn.train import draw_step
+
+
+def test_step_flops_include_the_cpu_attention_kernels():
+    config = tiny_config()
+    card = {"borders": torch.linspace(-3, 3, 17).tolist(), "tail_scales": [1.0, 1.0]}
+    batch, n_train = draw_step(config, 5, range(4))
+    b, n_rows, m = len(batch), batch.x.shape[1], config.model
+    q = (b, m.n_heads, n_rows, m.d_model // m.n_heads)
+    kv = (b, m.n_heads, n_train, m.d_model // m.n_heads)
+    attention = m.n_layers * (sdpa_flop_count(q, kv, kv) + sdpa_backward_flop_count(q, q, kv, kv))
+    with FlopCounterMode(display=False) as plain:  # torch's own table leaves CPU attention out
+        model = pfn.train.build_model(config)
+        out = model(batch.x, batch.y[:, :n_train], batch.n_features)
+        F.cross_entropy(out.reshape(-1, out.shape[-1]), torch.zeros(out.shape[0] * out.shape[1]).long()).backward()
+    assert flops(config, card, batch, n_train) == plain.get_total_flops() + attention
+
+
+def test_quick_throughput_reports_speed_against_the_peak_and_the_sampler_share(tmp_path):
+    result = run(tmp_path, quick=True)
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert (tmp_path / "throughput.png").is_file() and saved["models"].keys() == {"linear"}
+    row = result["models"]["linear"]
+    assert result["peak_gflops"]["fp32"] > 0 and row["gflop_per_step"] > 0
+    assert 0 < row["peak_share"] and 0 <= row["sampler_share"] < 1
+    assert set(row["pipeline"]) == {"0 workers", "1 workers"}
+    fastest = min(variant["step_s"] for variant in row["compute"].values())
+    assert row["datasets_per_s"] * fastest == pytest.approx(row["batch_size"])
