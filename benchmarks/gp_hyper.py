@@ -21,6 +21,7 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import MCMC, NUTS
 from torch import Tensor
+from tqdm.auto import tqdm
 
 import priors
 from benchmarks.common import WrongPriorError, calibration, draw_pit, environment, load_for, pyplot, record_quality
@@ -117,8 +118,10 @@ def evaluate(
     grid: tuple[int, ...],
     nuts_budget: tuple[int, int],
     mle_iterations: int,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Mean NLL and seconds per dataset of PFN, MLE-II and NUTS at each n_train."""
+    """Mean NLL and seconds per dataset of PFN, MLE-II and NUTS at each n_train (``progress``:
+    a progress bar of NUTS per n_train)."""
     batch = prior.sample(n_datasets, max(grid) + N_TEST, model.config.n_features, torch.Generator().manual_seed(SEED))
     x, y, d = batch.x, batch.y, batch.n_features
     x_test, y_test = x[:, -N_TEST:], y[:, -N_TEST:]
@@ -146,7 +149,7 @@ def evaluate(
         pits["MLE-II"].append(torch.distributions.Normal(mean, var.sqrt()).cdf(y_test.double()).reshape(-1))
 
         per_dataset, start = [], time.perf_counter()
-        for b in range(n_datasets):
+        for b in tqdm(range(n_datasets), desc=f"NUTS, {n} train rows", disable=not progress):
             used = int(d[b])
             means, variances = nuts_predictive(
                 prior, x_train[b, :, :used], y_train[b], x_test[b, :, :used], *nuts_budget, seed=SEED + b
@@ -218,7 +221,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
         result = evaluate(loaded, prior, 3, (min(5, largest), largest), (20, 20), 30)
     else:
         grid = tuple(n for n in (2, 5, 10, 20, 50, 100) if n <= largest)
-        result = evaluate(loaded, prior, 30, grid, (100, 100), 100)
+        result = evaluate(loaded, prior, 30, grid, (100, 100), 100, progress=True)
     report = {"benchmark": "gp-hyper", "model": name, "quick": quick, **result, "environment": environment()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,14 @@ from pyro import poutine
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
+import pfn
+import priors
 from benchmarks.common import WrongPriorError
 from benchmarks.gp_hyper import gp_hyper_model, mixture_nll, run
-from benchmarks.gp_posterior import gaussian_nll
+from benchmarks.gp_posterior import fit_mle, gaussian_nll, pfn_nll
 from pfn.train import train
 from priors import GPPrior, LogUniform
+from priors.gp import gp_predictive
 
 HYPER = GPPrior(
     lengthscale=LogUniform(0.1, 1.0), outputscale=LogUniform(0.3, 3.0), noise=LogUniform(0.01, 0.3), max_features=2
@@ -68,3 +71,18 @@ def test_benchmark_refuses_a_gp_checkpoint_with_fixed_hyperparameters(tmp_path):
     train(tiny_config(), tmp_path, progress=False)
     with pytest.raises(WrongPriorError, match="with hyperpriors, but .* fixed hyperparameters"):
         run(tmp_path / "out", quick=True, model=str(tmp_path))
+
+
+def test_shipped_gp_hyper_beats_mle_ii_on_small_datasets_of_its_prior():
+    model = pfn.load("gp-hyper")
+    prior = priors.from_dict(model.card["prior"])
+    batch = prior.sample(24, 3 + 50, model.config.n_features, torch.Generator().manual_seed(7))
+    x, y, d = batch.x, batch.y, batch.n_features
+    x_train, y_train, x_test, y_test = x[:, :3], y[:, :3], x[:, 3:], y[:, 3:]
+    pfn_mean = pfn_nll(model, x_train, y_train, x_test, y_test, d).mean().item()
+    fitted = fit_mle(x_train, y_train, prior.kernel, 100)
+    mean, var = gp_predictive(
+        prior, x_train, y_train, x_test, fitted["lengthscale"], fitted["outputscale"], fitted["noise_var"]
+    )
+    mle_mean = gaussian_nll(y_test.double(), mean, var).mean().item()
+    assert pfn_mean < mle_mean - 0.2, (pfn_mean, mle_mean)
