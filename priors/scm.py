@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import sklearn
 import torch
 from sklearn.tree import DecisionTreeRegressor
 from torch import Tensor
@@ -200,11 +199,8 @@ class SCMPrior(FeatureRangePrior):
             depth = int(rng.integers(1, self.max_tree_depth + 1))
             targets = rng.standard_normal((len(fit_rows), len(group)))
             tree = DecisionTreeRegressor(max_depth=depth, random_state=int(rng.integers(2**31)))
-            # arrays already in the types the tree takes: skip scikit-learn's checks (the hot path)
-            with sklearn.config_context(skip_parameter_validation=True):
-                tree.fit(np.ascontiguousarray(parents_np[fit_rows][:, parents]), targets, check_input=False)
-                predicted = tree.predict(np.ascontiguousarray(parents_np[:, parents]), check_input=False)
-            out[:, group] = predicted.reshape(n_rows, len(group))
+            tree.fit(parents_np[fit_rows][:, parents], targets)
+            out[:, group] = tree.predict(parents_np[:, parents]).reshape(n_rows, len(group))
         return torch.from_numpy(out)
 
     def _dataset(self, n_rows: int, n_used: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
