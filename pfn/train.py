@@ -10,6 +10,7 @@ number of processes sees exactly the datasets of a one-process run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from pfn import distributed
@@ -234,7 +236,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tens
     optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
 
 
-class StepDatasets(torch.utils.data.Dataset):
+class StepDatasets(Dataset):
     """One rank's datasets of each training step, by step number (see :func:`draw_step`); a
     DataLoader's worker processes draw them ahead of the step that uses them."""
 
@@ -268,6 +270,23 @@ def draw_step(config: RunConfig, step: int, indices: range) -> tuple[Batch, int]
         n_features=torch.cat([p.n_features for p in parts]),  # [b]
     )
     return batch, n_train
+
+
+def step_loader(config: RunConfig, indices: range, steps: range, workers: int, nice: int = 0) -> DataLoader:
+    """The datasets ``indices`` of every step in ``steps``, in order: drawn in the loop (workers
+    = 0) or ahead of it by worker processes, run ``nice`` levels below the trainer's priority."""
+    return DataLoader(
+        StepDatasets(config, indices),
+        batch_size=None,
+        sampler=steps,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+        worker_init_fn=functools.partial(_lower_priority, nice) if workers and nice else None,
+    )
+
+
+def _lower_priority(nice: int, worker_id: int) -> None:
+    os.nice(nice)
 
 
 def initial_state(config: RunConfig, dev: torch.device, state_path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -442,13 +461,7 @@ def _fit(
 
     if fill_tails:
         checkpoint()  # an older state gets its tail scales (also when the run had finished)
-    loader = torch.utils.data.DataLoader(
-        StepDatasets(config, procs.shard(tc.batch_size)),
-        batch_size=None,
-        sampler=range(state["step"], end),
-        num_workers=sampler_workers,
-        prefetch_factor=2 if sampler_workers else None,
-    )
+    loader = step_loader(config, procs.shard(tc.batch_size), range(state["step"], end), sampler_workers)
     model.train()
     tick = time.perf_counter()
     for batch, n_train in loader:

@@ -11,7 +11,17 @@ from helpers import tiny_config
 from pyro.infer import Predictive
 from scipy import stats
 
-from benchmarks.bnn_posterior import bnn_model, check_fixed_architecture, mlp, predictive_nll, run, time_ratio
+import pfn
+import priors
+from benchmarks.bnn_posterior import (
+    bnn_model,
+    check_fixed_architecture,
+    mlp,
+    predictive_nll,
+    run,
+    run_svi,
+    time_ratio,
+)
 from benchmarks.common import WrongPriorError
 from pfn.train import train
 from priors import BNNPrior
@@ -74,3 +84,18 @@ def test_benchmark_refuses_a_checkpoint_of_another_prior(tmp_path):
     train(tiny_config(), tmp_path, progress=False)
     with pytest.raises(WrongPriorError, match="evaluates a 'bnn' prior, but .* was trained on a 'gp' prior"):
         run(tmp_path / "out", quick=True, model=str(tmp_path))
+
+
+def test_shipped_bnn_beats_100_steps_of_svi_on_fresh_datasets_of_its_prior():
+    model = pfn.load("bnn")
+    prior = priors.from_dict(model.card["prior"])
+    d = prior.max_features
+    batch = prior.sample(3, 200, model.config.n_features, torch.Generator().manual_seed(11))
+    x, y = batch.x[:, :, :d], batch.y
+    pfn_nll = model.predict(x[:, :100], y[:, :100], x[:, 100:]).nll(y[:, 100:]).mean().item()
+    _, n_layers = bnn_model(prior)
+    svi = [
+        predictive_nll(run_svi(prior, x[b, :100], y[b, :100], 100, b), n_layers, prior, x[b, 100:], y[b, 100:]).mean()
+        for b in range(3)
+    ]
+    assert pfn_nll < float(torch.stack(svi).mean()) - 0.1, (pfn_nll, svi)
