@@ -7,13 +7,13 @@ every row curriculum) and run through the trainer's own step (:func:`pfn.train.b
 gradient clipping, AdamW), side by side in one run:
 
 - compute: forward + backward + optimizer, in fp32, with bf16 autocast (where its matmul peak
-  makes it a contender), and under ``torch.compile``; FLOPs of forward + backward counted by torch's ``FlopCounterMode``
-  (attention included) give the achieved GFLOP/s, set against the peak of a square matmul in
-  fp32 and in bf16 measured in the same run;
+  makes it a contender), and under ``torch.compile``; FLOPs of forward + backward counted by
+  torch's ``FlopCounterMode`` (attention included) give the achieved GFLOP/s, set against the
+  peak of a square matmul in fp32 and in bf16 measured in the same run;
 - pipeline: whole steps through the trainer's DataLoader with the prior sampled in the training
-  loop, in a worker process, and in a worker process at lower priority, the share of step time spent waiting
-  for data (the sampler share of the target), and the fastest whole step over the compute
-  alone (what the sampler costs where a worker competes with the model for the cores).
+  loop, in a worker process, and in a worker process at lower priority; the share of step time
+  spent waiting for data (the sampler share of the target), and the fastest whole step over the
+  compute alone (what the sampler costs where a worker competes with the model for the cores).
 
 Writes ``throughput.json`` and ``throughput.png``.
 """
