@@ -74,9 +74,13 @@ class PFN:
                 tail_scales = (float(tails[0]), float(tails[1]))
         return cls(model, card, borders, tail_scales)
 
-    def prepare(self, x_train: Any, y_train: Any, x_test: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
+    def prepare(
+        self, x_train: Any, y_train: Any, x_test: Any, n_features: Any = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
         """Validate and batch inputs: x_train [B, n, F], y_train [B, n], x_test [B, m, F] (padded
-        to the model's feature count), n_features [B], and whether a batch dim was given."""
+        to the model's feature count), n_features [B], and whether a batch dim was given.
+        ``n_features`` [B] (batched inputs only): each dataset's used (leading) columns, the rest
+        being zeros, so datasets of different widths share one forward pass."""
         xt = _as_float_tensor(x_train, "x_train")
         yt = _as_float_tensor(y_train, "y_train")
         xq = _as_float_tensor(x_test, "x_test")
@@ -104,9 +108,28 @@ class PFN:
         if self.task == "classification":
             if bool((yt != yt.round()).any()) or bool((yt < 0).any()) or bool((yt >= self.config.n_outputs).any()):
                 raise ValueError(f"y_train must hold class labels 0..{self.config.n_outputs - 1}")
-        xt, n_features = self.pad_features(xt)  # [B, n, F], [B]
+        used = self._used_features(n_features, xt, xq, batched)  # [B]
+        xt, padded = self.pad_features(xt)  # [B, n, F], [B]
         xq, _ = self.pad_features(xq)  # [B, m, F]
-        return xt, yt, xq, n_features, batched
+        return xt, yt, xq, padded if used is None else used, batched
+
+    @staticmethod
+    def _used_features(n_features: Any, xt: Tensor, xq: Tensor, batched: bool) -> Tensor | None:
+        """``n_features`` checked against the batched inputs [B, ., d] (None when not given)."""
+        if n_features is None:
+            return None
+        if not batched:
+            raise ValueError("n_features is for batched inputs [B, n, d]; leave it out for a single dataset")
+        used = torch.as_tensor(n_features)
+        if used.shape != (xt.shape[0],) or used.is_floating_point():
+            raise ValueError(f"n_features must be integers of shape [{xt.shape[0]}], got {tuple(used.shape)}")
+        d = xt.shape[2]
+        if bool((used < 1).any()) or bool((used > d).any()):
+            raise ValueError(f"n_features must lie in 1..{d} (the inputs' column count), got {used.tolist()}")
+        beyond = torch.arange(d) >= used[:, None]  # [B, d]
+        if bool((xt * beyond[:, None]).any()) or bool((xq * beyond[:, None]).any()):
+            raise ValueError("columns beyond n_features must be zero padding; some hold values")
+        return used.long()
 
     def pad_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Zero-pad x [B, r, d] to the model's feature count: x [B, r, F] and the used count [B]."""
@@ -132,10 +155,11 @@ class PFN:
         with self.inference():
             return self.model.predict_test(cache, x_test.to(self.device), n_features.to(self.device)).float()
 
-    def predict(self, x_train: Any, y_train: Any, x_test: Any) -> BarDistribution | Tensor:
+    def predict(self, x_train: Any, y_train: Any, x_test: Any, n_features: Any = None) -> BarDistribution | Tensor:
         """One forward pass. Regression: a BarDistribution over y_test [m] (or [B, m]);
-        classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes."""
-        xt, yt, xq, n_features, batched = self.prepare(x_train, y_train, x_test)
+        classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes.
+        ``n_features`` [B]: per-dataset column counts of zero-padded batched inputs (see prepare)."""
+        xt, yt, xq, n_features, batched = self.prepare(x_train, y_train, x_test, n_features)
         out = self.predict_test(self.encode_train(xt, yt, n_features), xq, n_features)  # [B, m, K]
         out = out if batched else out[0]
         if self.task == "classification":

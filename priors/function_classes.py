@@ -100,7 +100,9 @@ class ReLUNetPrior(NoisyFunction):
 
 @dataclass(frozen=True)
 class TreePrior(NoisyFunction):
-    """A complete binary tree of ``depth`` splits on random used features, N(0, 1) leaf values.
+    """A complete binary tree of ``depth`` splits on random used features, N(0, 1) leaf values;
+    with ``n_trees`` > 1 the sum of that many independent trees over sqrt(n_trees) (an additive,
+    boosting-like function of unit variance).
 
     Thresholds are the inputs' centre (0 for normal or correlated, 0.5 for uniform inputs) as in Garg et al.,
     or with ``random_thresholds`` drawn from the input distribution.
@@ -109,13 +111,23 @@ class TreePrior(NoisyFunction):
     name: ClassVar[str] = "tree"
     depth: int = 4
     random_thresholds: bool = False
+    n_trees: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.depth <= 12:
             raise ValueError(f"depth must be in 1..12, got {self.depth}")
+        if not 1 <= self.n_trees <= 256:
+            raise ValueError(f"n_trees must be in 1..256, got {self.n_trees}")
 
     def function(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+        total = self._tree(x, n_features, generator)  # [B, N]
+        for _ in range(self.n_trees - 1):
+            total = total + self._tree(x, n_features, generator)
+        return total / math.sqrt(self.n_trees)
+
+    def _tree(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+        """One random tree's values [B, N] at inputs x [B, N, F]."""
         batch, n_rows, _ = x.shape
         n_internal = 2**self.depth - 1
         u = torch.rand(batch, n_internal, generator=generator)  # [B, I]

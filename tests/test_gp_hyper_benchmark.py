@@ -65,6 +65,9 @@ def test_quick_mode_on_a_tiny_checkpoint_writes_json_and_plots(tmp_path):
     assert saved["n_train_grid"] == [5, 16] and set(saved["calibration"]) == {"PFN", "MLE-II", "NUTS"}
     assert saved["pfn_minus_mle"] == pytest.approx(np.mean(report["nll"]["pfn"]) - np.mean(report["nll"]["mle_gp"]))
     assert all(math.isfinite(v) for v in saved["nll"]["nuts_gp"])
+    alone = saved["seconds_per_dataset_one_at_a_time"]
+    assert len(alone["pfn"]) == len(alone["mle_gp"]) == 2
+    assert saved["speedup_over_mle_one_at_a_time"] == pytest.approx(np.mean(alone["mle_gp"]) / np.mean(alone["pfn"]))
 
 
 def test_benchmark_refuses_a_gp_checkpoint_with_fixed_hyperparameters(tmp_path):

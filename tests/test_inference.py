@@ -51,6 +51,38 @@ def test_fewer_features_are_zero_padded(model):
     torch.testing.assert_close(a.logits, b[0])
 
 
+def test_datasets_of_different_widths_share_one_pass(model):
+    """n_features [B] gives each zero-padded dataset its own width: the same as predicting each
+    dataset alone on its used columns."""
+    rng = np.random.default_rng(3)
+    widths = torch.tensor([1, 3, 2])
+    x, y = rng.random((3, 25, 3)), rng.standard_normal((3, 20))
+    x = x * (np.arange(3)[None, None, :] < widths.numpy()[:, None, None])  # zero beyond each width
+    together = model.predict(x[:, :20], y, x[:, 20:], n_features=widths)
+    for i, used in enumerate(widths.tolist()):
+        alone = model.predict(x[i, :20, :used], y[i], x[i, 20:, :used])
+        torch.testing.assert_close(together.logits[i], alone.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "n_features, message",
+    [
+        ([1, 3], "integers of shape \\[3\\]"),
+        ([1.0, 2.0, 3.0], "integers of shape"),
+        ([0, 2, 3], "must lie in 1..3"),
+        ([1, 2, 4], "must lie in 1..3"),
+        ([1, 2, 2], "beyond n_features must be zero padding"),
+    ],
+)
+def test_bad_n_features_raise_clear_errors(model, n_features, message):
+    x = np.zeros((3, 25, 3))
+    x[2, :, 2] = 1.0  # dataset 2 uses its third column
+    with pytest.raises(ValueError, match=message):
+        model.predict(x[:, :20], np.zeros((3, 20)), x[:, 20:], n_features=n_features)
+    with pytest.raises(ValueError, match="for batched inputs"):
+        model.predict(x[0, :20], np.zeros(20), x[0, 20:], n_features=[3])
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

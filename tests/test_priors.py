@@ -198,6 +198,21 @@ def test_tree_prior_is_piecewise_constant_with_at_most_16_leaves():
         assert 1 < len(torch.unique(y)) <= 16
 
 
+def test_tree_ensemble_is_the_scaled_sum_of_its_trees():
+    """n_trees trees summed over sqrt(n_trees): the same draws as the single trees one after another,
+    and unit variance whatever the count."""
+    x = torch.randn(4, 300, 5, generator=gen(3))
+    used = torch.full((4,), 5)
+    single, ensemble = TreePrior(depth=3), TreePrior(depth=3, n_trees=4)
+    generator = gen(8)
+    trees = [single.function(x, used, generator) for _ in range(4)]
+    torch.testing.assert_close(ensemble.function(x, used, gen(8)), sum(trees) / 2.0)
+    many = TreePrior(depth=3, n_trees=64).sample(64, 400, 5, gen(2)).y
+    assert abs(float(many.var()) - 1.0) < 0.15
+    with pytest.raises(ValueError, match="n_trees must be in 1..256"):
+        TreePrior(n_trees=0)
+
+
 def test_relu_net_is_positively_homogeneous_in_scale():
     """f(x) = Σ a_j ReLU(w_j·x) has f(c·x) = c·f(x): same seed with inputs scaled gives scaled y."""
     prior = ReLUNetPrior(min_features=3, max_features=3)
