@@ -151,3 +151,12 @@ def test_shipped_linear_noisy_checkpoint_is_close_to_ridge_with_few_examples():
     errors = result["error"]["none"]
     for pfn_error, ridge_error in zip(errors["PFN"], errors["ridge (Bayes-optimal λ)"], strict=True):
         assert pfn_error < 1.1 * ridge_error
+
+
+def test_shipped_relu2_checkpoint_beats_nearest_neighbours_and_least_squares():
+    model = pfn.load("relu2")
+    prior = function_prior(model, "relu2")
+    result = evaluate_checkpoint(model, prior, n_datasets=64, ks=(5, 15), shifts=("none",), quick=True)
+    errors = result["error"]["none"]
+    for i in range(2):
+        assert errors["PFN"][i] < min(errors["3-NN"][i], errors["least squares"][i])
