@@ -1,13 +1,16 @@
 import dataclasses
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import replace_train, tiny_config
 
 import pfn
-from pfn.checkpoint import CheckpointError, load_state, save_state
-from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
+import priors
+from pfn.checkpoint import CheckpointError, load_state, read_card, resolve, save_state, shipped_names
+from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict, load_config
 from pfn.model import ModelConfig
 from pfn.train import choose_precision, draw_sizes, learning_rate, train
 from priors import Classification, GPPrior, LinearPrior
@@ -242,3 +245,24 @@ def test_training_curves_of_a_staged_model_continue_on_one_axis(tmp_path):
     assert entry["stage_labels"] == ["stage 1", "stage 2"]  # train() called without a command
     named = {"command": "pfn train configs/b.toml --out x", "init_from": {"command": "pfn train a.toml"}}
     assert stage_labels(named) == ["a", "b"]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("**/*.toml")), ids=lambda p: p.stem)
+def test_every_config_in_the_repository_loads(path):
+    """load_config checks a config whole (prior against model, classes against head): a config in
+    the repository that no longer loads could not reproduce its checkpoint."""
+    assert load_config(path).train.steps >= 1
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_each_shipped_card_names_a_config_that_makes_its_model_and_prior(name):
+    """The card's training command points at a config in the repository whose model and prior are
+    the ones the checkpoint was trained with."""
+    card = read_card(resolve(name))
+    words = shlex.split(card["training"]["command"])
+    config = load_config(ROOT / words[words.index("train") + 1])
+    assert dataclasses.asdict(config.model) == card["model"]
+    assert config.prior.to_dict() == priors.from_dict(card["prior"]).to_dict()
