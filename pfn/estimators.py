@@ -28,7 +28,7 @@ from pfn.inference import PFN
 from pfn.model import KVCache
 from pfn.preprocessing import QuantileTarget, TablePreprocessor, member_transform
 from pfn.selection import SEED as SELECTION_SEED
-from pfn.selection import select_features
+from pfn.selection import Selection, select_features
 
 TRANSFORMS = ("none", "quantile", "power")
 _LOADED: dict[tuple[str, str], PFN] = {}
@@ -115,7 +115,7 @@ class _PFNBase(BaseEstimator):
 
     def _transformed(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "members_")
-        return self.preprocessor_.transform(self._frame(X, reset=False))[:, self.features_]
+        return self.preprocessor_.transform(self._frame(X, reset=False))
 
     # ------------------------------------------------------------ fitting
 
@@ -133,17 +133,15 @@ class _PFNBase(BaseEstimator):
             raise ValueError(
                 f"{type(self).__name__} needs a {self._task} model, but {self.model!r} is a {self.pfn_.task} model"
             )
-        self.features_, self.selection_scores_ = self._chosen_features(x, y, stratify)
-        x = x[:, self.features_]  # [n, f']
+        selection = self._selection(x, y, stratify)
+        self.features_, self.wide_features_, self.selection_scores_ = selection.best, selection.wide, selection.scores
         rng = check_random_state(self.random_state)
         self.members_ = [self._member(i, x, y, stratify, rng) for i in range(self.n_estimators)]
 
-    def _chosen_features(
-        self, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None
-    ) -> tuple[np.ndarray, dict[int, float]]:
-        """The preprocessed columns the members see and the selection's held-out scores."""
+    def _selection(self, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None) -> Selection:
+        """The preprocessed columns the members see (see pfn.selection)."""
         if not self.select_features or not self._can_validate():
-            return np.arange(x.shape[1]), {}
+            return Selection(np.arange(x.shape[1]), np.arange(x.shape[1]))
         rows = np.arange(len(x))
         if len(x) > self.max_train_rows:
             rows = _subsample(len(x), self.max_train_rows, stratify, np.random.RandomState(SELECTION_SEED))
@@ -163,11 +161,17 @@ class _PFNBase(BaseEstimator):
     def _member(
         self, index: int, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None, rng: np.random.RandomState
     ) -> _Member:
-        n, f = x.shape
-        limit = self.pfn_.config.n_features
-        features = np.arange(f) if index == 0 else rng.permutation(f)
+        """Member ``index`` on the preprocessed train matrix x [n, f]. Members 0, 1, 4, 5, ... see
+        the selected columns (``features_``), members 2, 3, 6, 7, ... the wider set
+        (``wide_features_``), so that columns which validation on half the rows under-rated still
+        count (see pfn.selection)."""
+        n = len(x)
+        pool = self.features_ if index // 2 % 2 == 0 else self.wide_features_  # [f'] columns to draw from
+        f, limit = len(pool), self.pfn_.config.n_features
+        order = np.arange(f) if index == 0 else rng.permutation(f)
         if f > limit:
-            features = np.sort(rng.permutation(f)[:limit]) if index == 0 else features[:limit]
+            order = np.sort(rng.permutation(f)[:limit]) if index == 0 else order[:limit]
+        features = pool[order]
         rows = np.arange(n) if n <= self.max_train_rows else _subsample(n, self.max_train_rows, stratify, rng)
         transform = member_transform(TRANSFORMS[index % len(TRANSFORMS)], len(rows), int(rng.randint(2**31)))
         x_member = x[np.ix_(rows, features)]  # [n', f']
@@ -233,7 +237,9 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         (all, half, a quarter, ... down to 2; see pfn.selection). Fixed seeds: deterministic.
         Skipped below 20 train rows or 3 columns and with more classes than the model's head.
         The chosen columns are ``features_`` (of the preprocessed matrix), the scores
-        ``selection_scores_``.
+        ``selection_scores_``. Half the members (2, 3, 6, 7, ...) see ``wide_features_``: the
+        most columns that validate within 0.1 nats per row of the best (validation on half the
+        rows under-rates columns that pay off only with more rows).
     softmax_temperature : divides the logits before the softmax (below 1 sharpens). None: the
         temperature chosen on the model's own prior and recorded on its card by
         ``pfn bench temperature --update-card`` (1.0 for a card without one).

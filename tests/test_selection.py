@@ -7,7 +7,7 @@ from scipy import stats
 from sklearn.linear_model import LinearRegression
 
 from pfn import PFNClassifier, PFNRegressor
-from pfn.selection import candidate_sizes, select_features
+from pfn.selection import TOLERANCE, candidate_sizes, select_features
 
 
 def gaussian_least_squares_score(x_context, y_context, x_held, y_held):
@@ -27,19 +27,43 @@ def test_selection_keeps_the_informative_columns_and_drops_noise():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 12))
     y = x[:, 0] + 2 * x[:, 3] + 0.1 * rng.normal(size=120)
-    kept, scores = select_features(x, y, False, gaussian_least_squares_score, max_features=100)
+    selection = select_features(x, y, False, gaussian_least_squares_score, max_features=100)
+    kept, scores = selection.best, selection.scores
     assert set(kept) >= {0, 3} and len(kept) < 12
     assert sorted(scores) == [2, 3, 6, 12] and scores[len(kept)] == max(scores.values())
     assert list(kept) == sorted(kept)
+    assert set(selection.wide) >= set(kept)  # the wider set holds the best one
+    within = [k for k in scores if scores[k] >= scores[len(kept)] - TOLERANCE]
+    assert len(selection.wide) == max(within)
+
+
+@pytest.mark.parametrize(
+    ("by_size", "best", "wide"),
+    [
+        ({8: -0.68, 4: -0.60, 2: -0.62}, 4, 8),  # all columns within the tolerance: the wide set is all
+        ({8: -0.90, 4: -0.60, 2: -0.62}, 4, 4),  # more columns clearly worse: no wider set
+        ({8: -0.75, 4: -0.65, 2: -0.60}, 2, 4),  # the widest within the tolerance, not always all
+    ],
+)
+def test_the_wide_set_is_the_most_columns_within_the_tolerance(by_size, best, wide):
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(80, 8)), rng.normal(size=80)
+
+    def score_by_size(x_context, y_context, x_held, y_held):
+        return by_size[x_context.shape[1]]
+
+    selection = select_features(x, y, False, score_by_size, max_features=100)
+    assert (len(selection.best), len(selection.wide)) == (best, wide)
+    assert set(selection.best) <= set(selection.wide)
 
 
 def test_selection_respects_the_model_limit_and_skips_small_tables():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(60, 10)), rng.normal(size=60)
-    kept, scores = select_features(x, y, False, gaussian_least_squares_score, max_features=4)
-    assert len(kept) <= 4 and max(scores) == 4
-    kept, scores = select_features(x[:19], y[:19], False, gaussian_least_squares_score, 100)
-    assert list(kept) == list(range(10)) and scores == {}
+    selection = select_features(x, y, False, gaussian_least_squares_score, max_features=4)
+    assert len(selection.best) <= 4 and len(selection.wide) <= 4 and max(selection.scores) == 4
+    selection = select_features(x[:19], y[:19], False, gaussian_least_squares_score, 100)
+    assert list(selection.best) == list(selection.wide) == list(range(10)) and selection.scores == {}
 
 
 def test_estimators_see_the_selected_columns():
@@ -48,7 +72,10 @@ def test_estimators_see_the_selected_columns():
     y = 3 * X[:, 0] + 2 * X[:, 1] + 0.1 * rng.normal(size=200)
     reg = PFNRegressor(n_estimators=2, random_state=0, show_progress=False).fit(X, y)
     assert {0, 1} <= set(reg.features_) and len(reg.features_) < 12
-    assert all(len(member.features) == len(reg.features_) for member in reg.members_)
+    reg4 = PFNRegressor(n_estimators=4, random_state=0, show_progress=False).fit(X, y)
+    pools = [reg4.features_, reg4.features_, reg4.wide_features_, reg4.wide_features_]
+    for member, pool in zip(reg4.members_, pools, strict=True):  # half the members see the wide set
+        assert sorted(member.features) == sorted(pool)
     assert reg.score(X, y) > 0.9
     whole = PFNRegressor(n_estimators=1, select_features=False, show_progress=False).fit(X, y)
     assert list(whole.features_) == list(range(12)) and whole.selection_scores_ == {}
