@@ -189,23 +189,28 @@ class FeatureRangePrior(Prior):
             )
 
 
+INPUTS = ("uniform", "normal", "correlated", "categorical")
+
+
 @dataclass(frozen=True)
 class FunctionPrior(FeatureRangePrior):
     """A prior that draws its inputs and a random function of them.
 
-    inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) independent features, or "correlated":
+    inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) independent features, "correlated":
     N(0,1) features that share latent factors (see :func:`correlated_normal`), as the columns of
-    real tables often do (sizes and weights of one object, repeated measurements).
+    real tables often do (sizes and weights of one object, repeated measurements), or
+    "categorical": correlated features cut into 2..6 levels each, coded in random order (see
+    :func:`categorical_codes`), as tables of integer-coded categories are.
     The number of used features per dataset is uniform on [min_features, max_features]. Used
     features are the leading columns; the rest are zero.
     """
 
-    inputs: Literal["uniform", "normal", "correlated"] = "uniform"
+    inputs: Literal["uniform", "normal", "correlated", "categorical"] = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.inputs not in ("uniform", "normal", "correlated"):
-            raise ValueError(f"inputs must be 'uniform', 'normal' or 'correlated', got {self.inputs!r}")
+        if self.inputs not in INPUTS:
+            raise ValueError(f"inputs must be one of {', '.join(map(repr, INPUTS))}, got {self.inputs!r}")
 
     def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
         high = n_features if self.max_features is None else self.max_features
@@ -214,8 +219,10 @@ class FunctionPrior(FeatureRangePrior):
             x = torch.rand(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
         elif self.inputs == "normal":
             x = torch.randn(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
-        else:
+        elif self.inputs == "correlated":
             x = correlated_normal(batch_size, n_rows, n_features, generator)  # [B, N, F]
+        else:
+            x = categorical_codes(correlated_normal(batch_size, n_rows, n_features, generator), generator)
         x = x * feature_mask(used, n_features)[:, None, :]  # [B, N, F]
         y = self.targets(x, used, generator)  # [B, N]
         return Batch(x=x.float(), y=y.float(), n_features=used)
@@ -240,6 +247,24 @@ def correlated_normal(batch_size: int, n_rows: int, n_features: int, generator: 
     factors = torch.randn(batch_size, n_rows, k_max, generator=generator)  # [B, N, K]
     own = torch.randn(batch_size, n_rows, n_features, generator=generator)  # [B, N, F]
     return share.sqrt() * (factors @ loadings) + (1 - share).sqrt() * own  # [B, N, F]
+
+
+def categorical_codes(x: Tensor, generator: torch.Generator, max_levels: int = 6) -> Tensor:
+    """Features x [B, N, F] cut into L ~ U{2..max_levels} levels per column at N(0, 1) cut points,
+    the levels coded 0..L-1 in random order, then standardised per dataset and column: the
+    integer codes of unordered categories, as many real tables store them."""
+    batch, n_rows, n_features = x.shape
+    levels = torch.randint(2, max_levels + 1, (batch, n_features), generator=generator)  # [B, F]
+    slot = torch.arange(max_levels - 1)  # [C], cut slots; slot c is used when c < L - 1
+    cuts = torch.randn(batch, n_features, max_levels - 1, generator=generator).sort(-1).values  # [B, F, C]
+    cuts = cuts.masked_fill(slot >= (levels - 1)[..., None], math.inf)  # [B, F, C]
+    rank = (x.permute(0, 2, 1)[..., None] > cuts[:, :, None, :]).sum(-1)  # [B, F, N], level by order
+    keys = torch.rand(batch, n_features, max_levels, generator=generator)  # [B, F, Lmax]
+    keys = keys.masked_fill(torch.arange(max_levels) >= levels[..., None], math.inf)
+    order = keys.argsort(-1)  # [B, F, Lmax], first L entries a permutation of 0..L-1
+    codes = order.gather(-1, rank).double()  # [B, F, N]
+    codes = (codes - codes.mean(-1, keepdim=True)) / codes.std(-1, keepdim=True).clamp_min(1e-6)
+    return codes.permute(0, 2, 1).float()  # [B, N, F]
 
 
 def add_noise(y: Tensor, std: Tensor | float, generator: torch.Generator) -> Tensor:

@@ -22,7 +22,7 @@ class NoisyFunction(FunctionPrior):
     """A random function plus Gaussian noise of standard deviation ``noise`` (a float, or a
     hyperprior drawn per dataset)."""
 
-    inputs: Literal["uniform", "normal", "correlated"] = "normal"
+    inputs: Literal["uniform", "normal", "correlated", "categorical"] = "normal"
     noise: Hyper = 0.0
 
     def __post_init__(self) -> None:

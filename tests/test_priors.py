@@ -25,7 +25,7 @@ from priors import (
     TreePrior,
     WarpedTargets,
 )
-from priors.base import correlated_normal
+from priors.base import categorical_codes, correlated_normal
 from priors.gp import gp_predictive
 from priors.scm import robust_scale
 
@@ -87,7 +87,7 @@ def test_used_features_cover_the_range():
         (lambda: Mixture(components=(GPPrior(), Classification(base=GPPrior())), weights=(1, 1)), "one task"),
         (lambda: Classification(base=GPPrior(), min_classes=1), "min_classes"),
         (lambda: BNNPrior(activations=("swish",)), "activations"),
-        (lambda: LinearPrior(inputs="lognormal"), "inputs must be 'uniform', 'normal' or 'correlated'"),
+        (lambda: LinearPrior(inputs="lognormal"), "inputs must be one of 'uniform', 'normal', 'correlated'"),
     ],
 )
 def test_impossible_settings_are_rejected(make, message):
@@ -176,6 +176,31 @@ def test_correlated_inputs_have_unit_marginals_and_span_independent_to_collinear
     assert strongest.median() > 0.5
     one_column = correlated_normal(50, 2000, 1, gen(3))  # a single column is still N(0, 1)
     torch.testing.assert_close(one_column.var(1), torch.ones(50, 1), atol=0.12, rtol=0)
+
+
+def test_categorical_inputs_are_few_standardised_levels_in_random_order():
+    latent = correlated_normal(200, 500, 3, gen(4))  # [B, N, F]
+    x = categorical_codes(latent, gen(5))  # [B, N, F]
+    torch.testing.assert_close(x.mean(1), torch.zeros(200, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(1), torch.ones(200, 3), atol=1e-4, rtol=0)
+    counts = torch.tensor([[len(torch.unique(x[b, :, f])) for f in range(3)] for b in range(200)])  # [B, F]
+    assert counts.min() >= 1 and counts.max() <= 6
+    assert set(counts.flatten().tolist()) >= {2, 3, 4, 5, 6}
+    # each level is an interval of the latent column, but the codes are not in the latent's order
+    monotone = []
+    for b in range(50):
+        for f in range(3):
+            order = latent[b, :, f].argsort()
+            steps = x[b, order, f].diff()
+            assert (steps != 0).sum() == counts[b, f] - 1  # one change per cut point
+            monotone.append(bool((steps >= 0).all() or (steps <= 0).all()))
+    assert 0.2 < np.mean(monotone) < 0.9  # 2 levels are always monotone, more levels rarely
+    batch = TreePrior(inputs="categorical", depth=3, n_trees=4, max_features=5).sample(8, 300, 5, gen(6))
+    for xb, yb, used in zip(batch.x, batch.y, batch.n_features, strict=True):
+        assert (xb[:, used:] == 0).all()
+        _, group = torch.unique(xb[:, :used], dim=0, return_inverse=True)  # rows with equal codes
+        for g in group.unique():
+            assert yb[group == g].unique().numel() == 1  # a noiseless tree is a function of the codes
 
 
 def test_linear_prior_is_exactly_linear_in_the_used_features():
