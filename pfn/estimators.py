@@ -26,11 +26,10 @@ from tqdm.auto import tqdm
 from pfn.heads import BarDistribution
 from pfn.inference import PFN
 from pfn.model import KVCache
-from pfn.preprocessing import QuantileTarget, TablePreprocessor, member_transform
+from pfn.preprocessing import MemberTransform, QuantileTarget, TablePreprocessor, member_transform
 from pfn.selection import SEED as SELECTION_SEED
 from pfn.selection import Selection, select_features
 
-TRANSFORMS = ("none", "quantile", "power")
 _LOADED: dict[tuple[str, str], PFN] = {}
 
 
@@ -57,6 +56,7 @@ class _PFNBase(BaseEstimator):
 
     _task: ClassVar[str]
     _default_model: ClassVar[str]
+    _transforms: ClassVar[tuple[MemberTransform, ...]]  # member i's input transform: entry i mod length
 
     def __init__(
         self,
@@ -173,7 +173,8 @@ class _PFNBase(BaseEstimator):
             order = np.sort(rng.permutation(f)[:limit]) if index == 0 else order[:limit]
         features = pool[order]
         rows = np.arange(n) if n <= self.max_train_rows else _subsample(n, self.max_train_rows, stratify, rng)
-        transform = member_transform(TRANSFORMS[index % len(TRANSFORMS)], len(rows), int(rng.randint(2**31)))
+        kind = self._transforms[index % len(self._transforms)]
+        transform = member_transform(kind, len(rows), int(rng.randint(2**31)))
         x_member = x[np.ix_(rows, features)]  # [n', f']
         if transform is not None:
             x_member = transform.fit_transform(x_member).astype(np.float32)
@@ -254,6 +255,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
 
     _task = "classification"
     _default_model = "tabular-clf"
+    _transforms = ("none", "quantile", "power")
 
     def __init__(
         self,
@@ -358,13 +360,19 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     Targets are standardised with the train rows' mean and standard deviation and mapped back.
     Every second member (1, 3, ...) sees them through a quantile transform to a normal shape
     fitted on the train targets, so that skewed and heavy-tailed targets fall where the model's
-    buckets are fine; its distribution is mapped back onto the model's buckets. Members'
+    buckets are fine, and its inputs through a Yeo-Johnson power transform; its distribution is
+    mapped back onto the model's buckets. (Unlike the classifier's, no member sees its inputs
+    through a quantile transform.) Members'
     predictive distributions are mixed (their bucket probabilities averaged).
     Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg".
     """
 
     _task = "regression"
     _default_model = "tabular-reg"
+    # even members see inputs and targets as they are, odd ones both made Gaussian (a power
+    # transform of the inputs, a quantile transform of the targets); the quantile transform of
+    # the inputs, which the classifier's members also use, lost regression accuracy (docs/tabular.md)
+    _transforms = ("none", "power")
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
         """Preprocess the train rows, standardise y and cache the members' keys/values."""

@@ -107,3 +107,16 @@ def test_a_quantile_member_is_mapped_back_onto_the_model_buckets():
         counts = np.histogram(np.clip(back[:, row], borders[0], borders[-1]), borders)[0] / len(back)
         np.testing.assert_allclose(counts, mapped[row], atol=4e-3)
     np.testing.assert_allclose(mixed.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_members_input_transforms_by_task():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 3))
+    y = X[:, 0] + 0.1 * rng.normal(size=60)
+    reg = PFNRegressor(n_estimators=4, select_features=False, random_state=0, show_progress=False).fit(X, y)
+    kinds = [type(m.transform).__name__ if m.transform is not None else None for m in reg.members_]
+    assert kinds == [None, "PowerTransformer", None, "PowerTransformer"]  # no quantile transform of inputs
+    assert [m.target_map is not None for m in reg.members_] == [False, True, False, True]
+    clf = PFNClassifier(n_estimators=3, select_features=False, random_state=0, show_progress=False).fit(X, y > 0)
+    kinds = [type(m.transform).__name__ if m.transform is not None else None for m in clf.members_]
+    assert kinds == [None, "QuantileTransformer", "PowerTransformer"]
