@@ -377,13 +377,13 @@ def run(
             tables = sorted(tables, key=lambda t: len(t.y))[:3]
         factories = learners(task, models[task], threads)
         chosen = [n for n in factories if learner_names is None or n in learner_names]
-        weights = read_card(resolve(models[task]))["weights_sha256"]
+        card = read_card(resolve(models[task]))
         begin = partial(
             _begin_task,
             task=task,
             model=models[task],
-            weights=weights,
-            fingerprint=pfn_fingerprint(weights),
+            weights=card["weights_sha256"],
+            fingerprint=pfn_fingerprint(card),
             pfn_runs=PFN_LEARNER in chosen,
         )
         _update(path, repeats, quick, begin)
@@ -415,10 +415,17 @@ def run(
     return result
 
 
-def pfn_fingerprint(weights: str) -> str:
-    """sha256 of the PFN's weights' sha256 and the source of the modules that turn them into
-    predictions: figures measured with other weights or other inference code are redone."""
-    digest = hashlib.sha256(weights.encode())
+def pfn_fingerprint(card: dict[str, Any]) -> str:
+    """sha256 of the PFN's weights' sha256, the card's settings that the estimators read (the
+    classifier's softmax temperature, the regressor's tail scales) and the source of the modules
+    that turn them into predictions: figures measured with other weights, settings or inference
+    code are redone."""
+    settings = {
+        "temperature": card.get("quality", {}).get("temperature", {}).get("best"),
+        "tail_scales": card.get("tail_scales"),
+    }
+    digest = hashlib.sha256(card["weights_sha256"].encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     for module in INFERENCE_MODULES:
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()

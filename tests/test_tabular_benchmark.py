@@ -138,11 +138,15 @@ def test_cli_names_the_expected_data_layout(tmp_path, capsys):
     assert "put each table (target in the last column) in the sub-folder of its task" in capsys.readouterr().err
 
 
-def test_pfn_figures_are_redone_when_the_weights_or_inference_code_change():
+def test_pfn_figures_are_redone_when_the_weights_settings_or_inference_code_change():
     figures = {"PFN": [{"roc_auc": 0.9}], "kNN": [{"roc_auc": 0.8}]}
     result = {"tasks": {"classification": {"model": "m", "tables": {"t": {"rows": 9, "100": dict(figures)}}}}}
-    first = pfn_fingerprint("a" * 64)
-    assert first != pfn_fingerprint("b" * 64) and first == pfn_fingerprint("a" * 64)
+    card = {"weights_sha256": "a" * 64, "quality": {"temperature": {"best": 0.9}, "tabular": {"roc_auc": 0.8}}}
+    first = pfn_fingerprint(card)
+    assert first == pfn_fingerprint({**card, "quality": {"temperature": {"best": 0.9}}})  # figures: same
+    assert first != pfn_fingerprint({**card, "weights_sha256": "b" * 64})
+    assert first != pfn_fingerprint({**card, "quality": {"temperature": {"best": 0.8}}})  # another temperature
+    assert first != pfn_fingerprint({**card, "tail_scales": [1.0, 2.0]})
     _begin_task(result, "classification", "m", "a" * 64, first, pfn_runs=True)  # new section: nothing to keep
     result["tasks"]["classification"]["tables"]["t"]["100"] = dict(figures)
     _begin_task(result, "classification", "m", "a" * 64, first, pfn_runs=True)
