@@ -104,8 +104,8 @@ class TreePrior(NoisyFunction):
     with ``n_trees`` > 1 the sum of that many independent trees over sqrt(n_trees) (an additive,
     boosting-like function of unit variance).
 
-    Thresholds are the inputs' centre (0 for normal or correlated, 0.5 for uniform inputs) as in Garg et al.,
-    or with ``random_thresholds`` drawn from the input distribution.
+    Thresholds are the inputs' centre (0 for normal, correlated or categorical, 0.5 for uniform
+    inputs) as in Garg et al., or with ``random_thresholds`` drawn from the input distribution.
     """
 
     name: ClassVar[str] = "tree"
