@@ -13,7 +13,7 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -189,7 +189,8 @@ class FeatureRangePrior(Prior):
             )
 
 
-INPUTS = ("uniform", "normal", "correlated", "categorical")
+Inputs = Literal["uniform", "normal", "correlated", "categorical"]
+INPUTS: tuple[str, ...] = get_args(Inputs)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class FunctionPrior(FeatureRangePrior):
     features are the leading columns; the rest are zero.
     """
 
-    inputs: Literal["uniform", "normal", "correlated", "categorical"] = "uniform"
+    inputs: Inputs = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()

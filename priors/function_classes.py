@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from priors.base import FunctionPrior, Hyper, add_noise, check_positive, draw, feature_mask
+from priors.base import FunctionPrior, Hyper, Inputs, add_noise, check_positive, draw, feature_mask
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class NoisyFunction(FunctionPrior):
     """A random function plus Gaussian noise of standard deviation ``noise`` (a float, or a
     hyperprior drawn per dataset)."""
 
-    inputs: Literal["uniform", "normal", "correlated", "categorical"] = "normal"
+    inputs: Inputs = "normal"
     noise: Hyper = 0.0
 
     def __post_init__(self) -> None:
