@@ -10,6 +10,7 @@ may also see the target through a quantile transform (:class:`QuantileTarget`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -161,25 +162,48 @@ class QuantileTarget:
     """A monotone map of standardised targets to a standard normal shape (quantile transform,
     then standardised again), fitted on the train targets. Skewed or heavy-tailed targets then
     fall where the model's buckets are fine instead of in its coarse outer ones. Beyond the
-    train targets' range it is constant (sklearn's QuantileTransformer clips)."""
+    train targets' range it continues linearly with the slope of its outer 2% at that end, so
+    that targets outside the train range keep a density (sklearn's QuantileTransformer alone
+    clips there)."""
 
     def fit(self, z: np.ndarray) -> QuantileTarget:
         self.quantile_ = QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, len(z)))
         mapped = self.quantile_.fit_transform(z.reshape(-1, 1))[:, 0]  # [n]
         self.mean_ = float(mapped.mean())
         self.scale_ = max(float(mapped.std()), 1e-6)
-        self.low_, self.high_ = float(z.min()), float(z.max())
+        distinct = np.unique(z)  # [u], sorted
+        self.low_, self.high_ = float(distinct[0]), float(distinct[-1])
+        if len(distinct) < 2:  # a constant target: any increasing continuation will do
+            self.low_slope_ = self.high_slope_ = 1.0
+            return self
+        self.low_slope_ = self._outer_slope(distinct)
+        self.high_slope_ = self._outer_slope(distinct[::-1])
         return self
+
+    def _outer_slope(self, distinct: np.ndarray) -> float:
+        """The map's mean slope over the outer 2% of the distinct train targets [u] (sorted away
+        from the end in question), leaving out the outermost one, which the quantile transform
+        puts at ±5.2 whatever the sample size."""
+        u = len(distinct)
+        first, last = distinct[min(1, u - 2)], distinct[min(max(2, math.ceil(0.02 * u)), u - 1)]
+        mapped = self._inside(np.array([first, last]))  # [2]
+        return float((mapped[1] - mapped[0]) / (last - first))
+
+    def _inside(self, z: np.ndarray) -> np.ndarray:
+        """The map on the train range (z clipped to it)."""
+        clipped = np.clip(np.asarray(z, dtype=np.float64), self.low_, self.high_).reshape(-1, 1)
+        return (self.quantile_.transform(clipped)[:, 0] - self.mean_) / self.scale_
 
     def cdf(self, member_cdf: Callable[[np.ndarray], Any], z: np.ndarray) -> np.ndarray:
         """The CDF at standardised targets z [P] of a distribution the member predicts over its
-        targets (``member_cdf`` maps member targets [P] to CDF values [m, P]): the member's
-        mass beyond the train range lies at its ends, since the transform cannot go past them."""
-        cdf = np.asarray(member_cdf(self.transform(z)))  # [m, P]
-        return np.where(z < self.low_, 0.0, np.where(z >= self.high_, 1.0, cdf))
+        targets (``member_cdf`` maps member targets [P] to CDF values [m, P])."""
+        return np.asarray(member_cdf(self.transform(z)))  # [m, P]
 
     def transform(self, z: np.ndarray) -> np.ndarray:
         """The member's targets for standardised targets z (any 1-D array)."""
-        return (
-            self.quantile_.transform(np.asarray(z, dtype=np.float64).reshape(-1, 1))[:, 0] - self.mean_
-        ) / self.scale_
+        z = np.asarray(z, dtype=np.float64)
+        inside = self._inside(z)
+        top, bottom = self._inside(np.array([self.high_, self.low_]))
+        above = top + (z - self.high_) * self.high_slope_
+        below = bottom - (self.low_ - z) * self.low_slope_
+        return np.where(z > self.high_, above, np.where(z < self.low_, below, inside))

@@ -1,4 +1,4 @@
-"""Column selection by in-context validation, and the regressor's quantile-target members."""
+"""In-context validation (column selection, stacking weights) and the regressor's quantile-target members."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,16 @@ from scipy import stats
 from sklearn.linear_model import LinearRegression
 
 from pfn import PFNClassifier, PFNRegressor
-from pfn.selection import TOLERANCE, candidate_sizes, select_features
+from pfn.preprocessing import QuantileTarget
+from pfn.selection import (
+    PRIOR_ROWS,
+    PSEUDO_ROWS,
+    TOLERANCE,
+    candidate_sizes,
+    likelihood_stacking,
+    quadratic_stacking,
+    select_features,
+)
 
 
 def gaussian_least_squares_score(x_context, y_context, x_held, y_held):
@@ -94,19 +103,22 @@ def test_a_quantile_member_is_mapped_back_onto_the_model_buckets():
     assert member.target_map is not None and reg.members_[0].target_map is None
     x = reg._transformed(X[:4])
     logits = reg._member_forward(member, x)  # [4, K]
-    mixed = reg._mixture([np.zeros_like(logits), logits])  # member 0: equal probabilities
-    mapped = 2 * mixed - 1 / mixed.shape[1]  # member 1's share alone
+    mapped = reg._member_probs(member, logits)  # [4, K]
     # reference: draws from the member's own distribution, mapped back through the inverse
-    # quantile transform, binned on the model's buckets
+    # quantile transform (and its linear continuation beyond the train range), binned on the
+    # model's buckets
     draws = reg._bar(logits).sample(200_000, torch.Generator().manual_seed(0)).double().numpy()  # [S, 4]
-    quantile = member.target_map.quantile_
-    back = quantile.inverse_transform((draws * member.target_map.scale_ + member.target_map.mean_).reshape(-1, 1))
+    target = member.target_map
+    back = target.quantile_.inverse_transform((draws * target.scale_ + target.mean_).reshape(-1, 1))
     back = back.reshape(draws.shape)
+    top, bottom = target.transform(np.array([target.high_, target.low_]))
+    back = np.where(draws > top, target.high_ + (draws - top) / target.high_slope_, back)
+    back = np.where(draws < bottom, target.low_ - (bottom - draws) / target.low_slope_, back)
     borders = reg.pfn_.borders.double().numpy()
     for row in range(4):
         counts = np.histogram(np.clip(back[:, row], borders[0], borders[-1]), borders)[0] / len(back)
         np.testing.assert_allclose(counts, mapped[row], atol=4e-3)
-    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(mapped.sum(axis=1), 1.0, atol=1e-9)
 
 
 def test_members_input_transforms_by_task():
@@ -117,6 +129,119 @@ def test_members_input_transforms_by_task():
     kinds = [type(m.transform).__name__ if m.transform is not None else None for m in reg.members_]
     assert kinds == [None, "PowerTransformer", None, "PowerTransformer"]  # no quantile transform of inputs
     assert [m.target_map is not None for m in reg.members_] == [False, True, False, True]
+    reg8 = PFNRegressor(n_estimators=8, select_features=False, random_state=0, show_progress=False).fit(X, y)
+    pairs = {(m.transform is not None, m.target_map is not None, i // 2 % 2) for i, m in enumerate(reg8.members_)}
+    assert len(pairs) == 8  # every pairing of input transform, target transform and column set
     clf = PFNClassifier(n_estimators=3, select_features=False, random_state=0, show_progress=False).fit(X, y > 0)
     kinds = [type(m.transform).__name__ if m.transform is not None else None for m in clf.members_]
     assert kinds == [None, "QuantileTransformer", "PowerTransformer"]
+
+
+def test_likelihood_stacking_recovers_the_weights_of_a_mixture():
+    rng = np.random.default_rng(6)
+    n = 20_000
+    from_first = rng.random(n) < 0.7
+    y = np.where(from_first, rng.normal(-2, 1, n), rng.normal(2, 1, n))
+    log_likelihood = np.stack([stats.norm.logpdf(y, -2, 1), stats.norm.logpdf(y, 2, 1)], axis=1)  # [n, 2]
+    np.testing.assert_allclose(likelihood_stacking(log_likelihood), [0.7, 0.3], atol=0.01)
+    # a third member that explains nothing better gets (almost) no weight
+    worse = np.concatenate([log_likelihood, stats.norm.logpdf(y, 0, 10)[:, None]], axis=1)
+    weights = likelihood_stacking(worse)
+    assert weights[2] < 0.01 and weights.sum() == pytest.approx(1.0)
+    # with few rows the prior pulls the weights towards equal ones; a zero density counts as finite
+    few = np.array([[0.0, -np.inf], [0.0, -np.inf]])  # 2 rows, member 1 gives them no density
+    np.testing.assert_allclose(likelihood_stacking(few), [(2 + PSEUDO_ROWS) / (2 + 2 * PSEUDO_ROWS), 0.25])
+
+
+def test_quadratic_stacking_minimises_the_brier_score_on_the_simplex():
+    rng = np.random.default_rng(6)
+    n, k = 4000, 3
+
+    def pulled(weights, rows):  # the minimiser pulled towards equal weights by the prior rows
+        return (rows * np.asarray(weights) + PRIOR_ROWS / len(weights)) / (rows + PRIOR_ROWS)
+
+    y = rng.integers(k, size=n)
+    onehot = np.eye(k)[y]
+    truth = 0.8 * onehot + 0.2 / k  # a calibrated member
+    members = np.stack([truth, np.full((n, k), 1 / k), np.roll(truth, 1, axis=1)], axis=1)  # [n, 3, k]
+    np.testing.assert_allclose(quadratic_stacking(members, onehot), pulled([1, 0, 0], n), atol=1e-6)
+    # two members that are each half right: the mixture beats either, the weights are equal
+    left = np.where(rng.random((n, 1)) < 0.5, onehot, 1 / k)
+    right = np.where(left == onehot, 1 / k, onehot)  # right where left is vague and vice versa
+    np.testing.assert_allclose(quadratic_stacking(np.stack([left, right], axis=1), onehot), [0.5, 0.5], atol=0.02)
+    # reference: a brute-force search over the simplex
+    members = rng.dirichlet(np.ones(k), size=(n, 3))  # [n, 3, k]
+    grid = [np.array([a, b, 1 - a - b]) for a in np.linspace(0, 1, 101) for b in np.linspace(0, 1 - a, 101)]
+    brier = [np.mean(np.sum((np.tensordot(members, w, axes=([1], [0])) - onehot) ** 2, axis=1)) for w in grid]
+    best = grid[int(np.argmin(brier))]
+    np.testing.assert_allclose(quadratic_stacking(members, onehot), pulled(best, n), atol=0.02)
+    # few rows: the weights stay near equal
+    few = quadratic_stacking(np.stack([truth, np.roll(truth, 1, axis=1)], axis=1)[:10], onehot[:10])
+    np.testing.assert_allclose(few, pulled([1, 0], 10), atol=1e-6)
+    assert few[1] > 0.4
+
+
+def test_estimators_weight_members_by_their_held_out_score():
+    rng = np.random.default_rng(7)
+    X = np.exp(2 * rng.normal(size=(300, 3)))  # heavily skewed inputs
+    y = X[:, 0] + 0.1 * rng.normal(size=300)
+    reg = PFNRegressor(n_estimators=4, random_state=0, show_progress=False).fit(X, y)
+    weights = reg.member_weights_
+    assert weights.shape == (4,) and weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
+    assert len(set(np.round(weights, 6))) > 1  # the members differ, so do their weights
+    # the predictive distribution is the weighted mixture of the members' own distributions
+    x = reg._transformed(X[:5])
+    singles = [reg._member_probs(m, reg._member_forward(m, x)) for m in reg.members_]  # [5, K] each
+    mixed = reg._distribution(np.tensordot(weights, np.stack(singles), axes=1))
+    np.testing.assert_allclose(reg.predict_dist(X[:5]).cdf(y[:5]), mixed.cdf(y[:5]), atol=1e-9)
+    np.testing.assert_allclose(reg.predict(X[:5]), mixed.mean(), rtol=1e-9)
+    equal = PFNRegressor(n_estimators=4, weight_members=False, random_state=0, show_progress=False).fit(X, y)
+    np.testing.assert_array_equal(equal.member_weights_, np.full(4, 0.25))
+    X2 = rng.normal(size=(120, 4))
+    clf = PFNClassifier(n_estimators=3, random_state=0, show_progress=False).fit(X2, X2[:, 0] > 0)
+    proba = [clf._member_probs(m, clf._member_forward(m, clf._transformed(X2))) for m in clf.members_]
+    np.testing.assert_allclose(clf.predict_proba(X2), np.tensordot(clf.member_weights_, np.stack(proba), axes=1))
+    small = PFNClassifier(n_estimators=3, random_state=0, show_progress=False).fit(X2[:15], X2[:15, 0] > 0)
+    np.testing.assert_array_equal(small.member_weights_, np.full(3, 1 / 3))  # too few rows to validate
+    with pytest.raises(ValueError, match="weight_members must be True or False"):
+        PFNRegressor(weight_members=1).fit(X, y)
+
+
+def test_the_regressor_stacks_by_the_crps():
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(100, 2))
+    reg = PFNRegressor(n_estimators=2, random_state=0, show_progress=False).fit(X, X[:, 0])
+    probs = np.stack([reg._member_probs(m, reg._member_forward(m, reg._transformed(X[:3]))) for m in reg.members_], 1)
+    y = np.array([-0.5, 0.1, 1.0])
+    vectors, target = reg._crps_vectors(probs, y)  # [3, 2, T], [3, T]
+    crps = ((vectors - target[:, None]) ** 2).sum(axis=2)  # [3, 2]
+    # reference: the integral of (F(t) - 1[t >= y])² over the inner buckets, on a fine grid
+    borders = reg.pfn_.borders.double().numpy()
+    grid = np.linspace(borders[1], borders[-2], 200_001)
+    for j in range(2):
+        cdf = reg._bar(np.log(np.maximum(probs[:, j], 1e-300))).cdf(torch.as_tensor(grid)[:, None]).numpy().T  # [3, G]
+        reference = np.trapezoid((cdf - (grid >= y[:, None])) ** 2, grid, axis=1)
+        np.testing.assert_allclose(crps[:, j], reference, rtol=0.02, atol=1e-3)
+
+
+def test_quantile_target_continues_beyond_the_train_range():
+    rng = np.random.default_rng(8)
+    z = rng.exponential(size=400)
+    z = (z - z.mean()) / z.std()
+    target = QuantileTarget().fit(z)
+    grid = np.linspace(z.min() - 3, z.max() + 3, 20_001)
+    mapped = target.transform(grid)
+    assert (np.diff(mapped) > 0).all()  # strictly increasing, also beyond the train range
+    inside = (grid >= z.min()) & (grid <= z.max())
+    reference = (target.quantile_.transform(grid[inside, None])[:, 0] - target.mean_) / target.scale_
+    np.testing.assert_allclose(mapped[inside], reference)  # the quantile transform on the range
+    for end, sign, slope in ((target.high_, 1, target.high_slope_), (target.low_, -1, target.low_slope_)):
+        at, beyond = target.transform(np.array([end, end + sign * 1e-3]))  # continuous at the ends
+        assert beyond - at == pytest.approx(sign * 1e-3 * slope)
+    # a regressor with quantile members gives targets beyond the train range a usable density
+    X = rng.normal(size=(200, 2))
+    y = np.exp(X[:, 0])
+    reg = PFNRegressor(n_estimators=2, weight_members=False, random_state=0, show_progress=False).fit(X, y)
+    quantile_member = reg.members_[1]
+    probs = reg._member_probs(quantile_member, reg._member_forward(quantile_member, reg._transformed(X[:3])))
+    assert (reg._distribution(probs).logpdf(np.full(3, 1.2 * y.max())) > -50).all()
