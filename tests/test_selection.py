@@ -181,6 +181,20 @@ def test_quadratic_stacking_minimises_the_brier_score_on_the_simplex():
     assert few[1] > 0.4
 
 
+def test_quadratic_stacking_says_when_it_falls_back_to_equal_weights(monkeypatch):
+    from scipy.optimize import OptimizeResult
+
+    from pfn import selection
+
+    failed = OptimizeResult(x=np.array([0.9, 0.1]), success=False, message="Iteration limit reached")
+    monkeypatch.setattr(selection, "minimize", lambda *args, **kwargs: failed)
+    vectors, target = np.ones((4, 2, 3)), np.ones((4, 3))
+    with pytest.warns(
+        RuntimeWarning, match="did not converge .Iteration limit reached.; the members are mixed equally"
+    ):
+        np.testing.assert_array_equal(quadratic_stacking(vectors, target), [0.5, 0.5])
+
+
 def test_estimators_weight_members_by_their_held_out_score():
     rng = np.random.default_rng(7)
     X = np.exp(2 * rng.normal(size=(300, 3)))  # heavily skewed inputs
