@@ -199,15 +199,15 @@ class _PFNBase(BaseEstimator):
         if not self.weight_members or len(plans) == 1 or len(rows) < MIN_ROWS or not self._can_validate():
             return np.full(len(plans), 1.0 / len(plans))
         x_val, y_val = x[rows], y[rows]
-        held_out_probs: list[np.ndarray | None] = [None] * len(plans)
+        held_out_probs: np.ndarray | None = None  # [n, M, P], P known after the first prediction
         for context, held_out in folds(y_val, self._task == "classification"):
             for j, (plan, transform) in enumerate(zip(plans, transforms, strict=True)):
                 member = self._build(plan, transform, x_val[context], y_val[context])
                 probs = self._member_probs(member, self._member_forward(member, x_val[held_out]))  # [h, P]
-                if held_out_probs[j] is None:
-                    held_out_probs[j] = np.zeros((len(rows), probs.shape[1]))
-                held_out_probs[j][held_out] = probs
-        return self._stacking(np.stack(held_out_probs, axis=1), y_val)
+                if held_out_probs is None:
+                    held_out_probs = np.zeros((len(rows), len(plans), probs.shape[1]))
+                held_out_probs[held_out, j] = probs
+        return self._stacking(held_out_probs, y_val)
 
     def _stacking(self, probs: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Weights [M] from the members' held-out predictions [n, M, P] (see _member_probs) of
@@ -280,9 +280,9 @@ class _PFNBase(BaseEstimator):
     def _predict_chunks(self, X: Any, reduce: Callable[[list[_Weighted]], np.ndarray]) -> np.ndarray:
         """``reduce`` of the weighted members' outputs ([chunk, K] each) for every chunk of
         ``batch_size`` test rows, concatenated: memory stays bounded by the chunk, whatever the
-        number of rows. Members of weight 0 are not run."""
+        number of rows."""
         x = self._transformed(X)  # [m, f]
-        weighted = [(m, w) for m, w in zip(self.members_, self.member_weights_, strict=True) if w > 0]
+        weighted = list(zip(self.members_, self.member_weights_, strict=True))
         chunks = range(0, len(x), self.batch_size)
         results = []
         for start in tqdm(chunks, disable=not self.show_progress or len(chunks) < 8, desc="predict", unit="chunk"):

@@ -173,11 +173,12 @@ class QuantileTarget:
         self.scale_ = max(float(mapped.std()), 1e-6)
         distinct = np.unique(z)  # [u], sorted
         self.low_, self.high_ = float(distinct[0]), float(distinct[-1])
+        self.bottom_, self.top_ = (float(t) for t in self._inside(np.array([self.low_, self.high_])))
         if len(distinct) < 2:  # a constant target: any increasing continuation will do
             self.low_slope_ = self.high_slope_ = 1.0
-            return self
-        self.low_slope_ = self._outer_slope(distinct)
-        self.high_slope_ = self._outer_slope(distinct[::-1])
+        else:
+            self.low_slope_ = self._outer_slope(distinct)
+            self.high_slope_ = self._outer_slope(distinct[::-1])
         return self
 
     def _outer_slope(self, distinct: np.ndarray) -> float:
@@ -203,7 +204,6 @@ class QuantileTarget:
         """The member's targets for standardised targets z (any 1-D array)."""
         z = np.asarray(z, dtype=np.float64)
         inside = self._inside(z)
-        top, bottom = self._inside(np.array([self.high_, self.low_]))
-        above = top + (z - self.high_) * self.high_slope_
-        below = bottom - (self.low_ - z) * self.low_slope_
+        above = self.top_ + (z - self.high_) * self.high_slope_
+        below = self.bottom_ - (self.low_ - z) * self.low_slope_
         return np.where(z > self.high_, above, np.where(z < self.low_, below, inside))
