@@ -139,9 +139,10 @@ class PFN:
 
     @contextmanager
     def inference(self) -> Iterator[None]:
-        """No autograd; on a GPU also bf16 autocast (fp32 on CPU, where bf16 is rarely faster)."""
+        """Inference mode (no autograd records); on a GPU also bf16 autocast (fp32 on CPU, where
+        bf16 is rarely faster)."""
         device = self.device.type
-        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             yield
 
     def encode_train(self, x_train: Tensor, y_train: Tensor, n_features: Tensor) -> KVCache:
@@ -160,7 +161,10 @@ class PFN:
         classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes.
         ``n_features`` [B]: per-dataset column counts of zero-padded batched inputs (see prepare)."""
         xt, yt, xq, n_features, batched = self.prepare(x_train, y_train, x_test, n_features)
-        out = self.predict_test(self.encode_train(xt, yt, n_features), xq, n_features)  # [B, m, K]
+        device = self.device
+        with self.inference():
+            rows = torch.cat([xt, xq], dim=1).to(device)  # [B, n + m, F], train rows first
+            out = self.model(rows, yt.to(device), n_features.to(device)).float()  # [B, m, K]
         out = out if batched else out[0]
         if self.task == "classification":
             return out.softmax(-1)
