@@ -18,7 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
@@ -239,7 +239,14 @@ class _PFNBase(BaseEstimator):
         return _Plan(index, pool[order], rows, self._input_transform(index), seed, self._labels(index, rng))
 
     def _input_transform(self, index: int) -> MemberTransform:
-        """The extra input transform of member ``index``."""
+        """The extra input transform of member ``index``: members 4..7 (then 12..15, ...) see
+        every column with 3..30 distinct values (category codes, ratings, small counts) through
+        its cross-fitted target encoding (pfn.preprocessing.TargetEncodedColumns); the others
+        cycle through the task's own transforms (see _plain_transform)."""
+        return "target" if index // 4 % 2 == 1 else self._plain_transform(index)
+
+    def _plain_transform(self, index: int) -> MemberTransform:
+        """The input transform of a member ``index`` that does not target-encode."""
         raise NotImplementedError
 
     def _labels(self, index: int, rng: np.random.RandomState) -> np.ndarray | None:
@@ -248,19 +255,27 @@ class _PFNBase(BaseEstimator):
 
     def _fit_transform(self, plan: _Plan, x: np.ndarray) -> TransformerMixin | None:
         """The member's extra input transform fitted on its train rows x [n', f] (preprocessed).
-        It never sees the targets, so validation reuses it rather than fitting it per fold
-        (a Yeo-Johnson fit takes about 0.1 s on 1,000 rows × 20 columns)."""
-        transform = member_transform(plan.transform, len(x), plan.seed)
-        return None if transform is None else transform.fit(x[:, plan.features])
+        One that never sees the targets is fitted here once and reused in validation (a
+        Yeo-Johnson fit takes about 0.1 s on 1,000 rows × 20 columns); one that needs them (a
+        target encoding) is returned unfitted and fitted by _build on each context's rows, so
+        that validation never encodes with held-out targets."""
+        classes, limit = self._task == "classification", self.pfn_.config.n_features
+        transform = member_transform(plan.transform, len(x), plan.seed, classes, limit)
+        if transform is None or _needs_targets(transform):
+            return transform
+        return transform.fit(x[:, plan.features])
 
     def _build(self, plan: _Plan, transform: TransformerMixin | None, x: np.ndarray, y: np.ndarray) -> _Member:
         """The member of ``plan`` on train rows x [n', f] (preprocessed) and encoded targets y
-        [n'], with its fitted input transform: its target map fitted on y, the rows' keys and
-        values cached."""
+        [n'], with its input transform (fitted here on these rows if it needs the targets): its
+        target map fitted on y, the rows' keys and values cached."""
         x_member = x[:, plan.features]  # [n', f']
-        if transform is not None:
-            x_member = transform.transform(x_member).astype(np.float32)
         y_member, target_map = self._member_targets(plan, y)
+        if transform is not None and _needs_targets(transform):
+            transform = clone(transform)
+            x_member = transform.fit_transform(x_member, y_member).astype(np.float32)  # cross-fitted
+        elif transform is not None:
+            x_member = transform.transform(x_member).astype(np.float32)
         xt, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, n', F], [1]
         yt = torch.as_tensor(y_member, dtype=torch.float32)[None]  # [1, n']
         cache = self.pfn_.encode_train(xt, yt, used)
@@ -299,6 +314,11 @@ class _PFNBase(BaseEstimator):
         return self.pfn_.predict_test(member.cache, xq, used)[0].cpu().numpy()  # [m, K]
 
 
+def _needs_targets(transform: TransformerMixin) -> bool:
+    """Whether an input transform is fitted on the targets too (sklearn's target tags)."""
+    return transform.__sklearn_tags__().target_tags.required
+
+
 def _subsample(n: int, size: int, stratify: np.ndarray | None, rng: np.random.RandomState) -> np.ndarray:
     """``size`` row indices out of n, stratified by ``stratify`` when given (every class kept)."""
     if stratify is None:
@@ -319,7 +339,9 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     ----------
     model : shipped checkpoint name or path (default: the shipped "tabular-clf").
     n_estimators : ensemble members; they differ in feature order, class-label permutation and
-        input transform (none / quantile / power). 1 is exact and deterministic. With more
+        input transform (none / quantile / power; members 4..7, 12..15, ... replace the columns
+        with 3..30 distinct values by their cross-fitted target encodings, the shares of each
+        class per value). 1 is exact and deterministic. With more
         classes than the model's head, each member sees a different random grouping of the
         classes (error-correcting output codes): use at least 8 members there.
     select_features : rank the columns by a random forest's importance and let the members see
@@ -395,8 +417,8 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         self._fit_members(frame, encoded, stratify=encoded)
         return self
 
-    def _input_transform(self, index: int) -> MemberTransform:
-        """Members 0, 1, 2, 3, ... cycle through none, quantile, power."""
+    def _plain_transform(self, index: int) -> MemberTransform:
+        """None, quantile, power in turn by member index."""
         return ("none", "quantile", "power")[index % 3]
 
     def _labels(self, index: int, rng: np.random.RandomState) -> np.ndarray:
@@ -467,11 +489,13 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     Targets are standardised with the train rows' mean and standard deviation and mapped back.
     Every second member (1, 3, ...) sees them through a quantile transform to a normal shape
     fitted on the train targets, so that skewed and heavy-tailed targets fall where the model's
-    buckets are fine; its distribution is mapped back onto the model's buckets. Members 1, 3, 4,
-    6 (then again from 8) see the inputs through a Yeo-Johnson power transform, so that eight
-    members hold every pairing of the two input transforms, the two target transforms and the
-    two column sets. (Unlike the classifier's, no member sees its inputs through a quantile
-    transform.) Members' predictive distributions are mixed with their stacking weights.
+    buckets are fine; its distribution is mapped back onto the model's buckets. Members 1 and 3
+    see the inputs through a Yeo-Johnson power transform; members 4..7 see every column with
+    3..30 distinct values (category codes, ratings, small counts) replaced by its cross-fitted
+    target encoding (pfn.preprocessing.TargetEncodedColumns), in every pairing of target
+    transform and column set; from member 8 the cycle repeats. (Unlike the classifier's, no
+    member sees its inputs through a quantile transform.) Members' predictive distributions
+    are mixed with their stacking weights.
     Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg".
     """
 
@@ -496,12 +520,11 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     ) -> float:
         return float(self.pfn_.predict(x_context, y_context, x_held).logpdf(torch.as_tensor(y_held)).mean())
 
-    def _input_transform(self, index: int) -> MemberTransform:
-        """Members 1, 3, 4, 6, 9, 11, ...: power; the rest none. Which pairing of input and target
-        transform suits a table differs (a power transform of skewed inputs cost 0.3 R² on one
-        table, the quantile target helps on others), so the stacking weights choose among all
-        four; the quantile transform of the inputs lost regression accuracy (docs/tabular.md)."""
-        return ("none", "power")[(index + index // 4) % 2]
+    def _plain_transform(self, index: int) -> MemberTransform:
+        """Power for odd members, none for even ones. Which transform suits a table differs (a
+        power transform of skewed inputs cost 0.3 R² on one table), so the stacking weights
+        choose; the quantile transform of the inputs lost regression accuracy (docs/tabular.md)."""
+        return ("none", "power")[index % 2]
 
     def _member_targets(self, plan: _Plan, y: np.ndarray) -> tuple[np.ndarray, Any]:
         """Standardised targets y [n'], through a quantile transform for odd members."""

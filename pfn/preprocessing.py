@@ -4,8 +4,9 @@ Steps for X: column typing (categorical or numeric), ordinal encoding of categor
 imputation with a missing-value indicator column for every column that had NaN in the train
 rows, removal of constant and duplicate columns, robust scaling (median, IQR / 1.349) and soft
 clipping of outliers (c · asinh(x / c), near the identity inside ±c). Ensemble members then
-apply one more transform: none, quantile (to a normal) or Yeo-Johnson power. Regression members
-may also see the target through a quantile transform (:class:`QuantileTarget`).
+apply one more transform: none, quantile (to a normal), Yeo-Johnson power or target encoding of
+few-valued columns (:class:`TargetEncodedColumns`). Regression members may also see the target
+through a quantile transform (:class:`QuantileTarget`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.impute import SimpleImputer
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     FunctionTransformer,
@@ -25,10 +27,11 @@ from sklearn.preprocessing import (
     PowerTransformer,
     QuantileTransformer,
     RobustScaler,
+    TargetEncoder,
 )
 
 CLIP = 4.0
-MemberTransform = Literal["none", "quantile", "power"]
+MemberTransform = Literal["none", "quantile", "power", "target"]
 
 
 def soft_clip(x: np.ndarray) -> np.ndarray:
@@ -149,13 +152,93 @@ class TablePreprocessor:
         return out
 
 
-def member_transform(kind: MemberTransform, n_rows: int, seed: int) -> TransformerMixin | None:
-    """The extra transform of an ensemble member (None for "none")."""
+def member_transform(
+    kind: MemberTransform, n_rows: int, seed: int, classes: bool, max_columns: int
+) -> TransformerMixin | None:
+    """The extra transform of an ensemble member (None for "none"). "target" (unfitted: it needs
+    the targets, class ids when ``classes``) encodes within ``max_columns`` output columns (see
+    :class:`TargetEncodedColumns`)."""
     if kind == "none":
         return None
     if kind == "quantile":
         return QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, n_rows), random_state=seed)
+    if kind == "target":
+        return TargetEncodedColumns(target="classes" if classes else "continuous", max_columns=max_columns, seed=seed)
     return PowerTransformer(method="yeo-johnson", standardize=True)
+
+
+class TargetEncodedColumns(TransformerMixin, BaseEstimator):
+    """Replaces every column with 3..max_levels distinct values on the fit rows (category codes,
+    ratings, small counts) by its target encoding (sklearn's TargetEncoder), standardised: a
+    code's encoding then says what the code does, which an arbitrary category order does not.
+
+    target: "continuous" (one column each: the shrunk mean of y per value) or "classes" (y
+    holds class ids; two classes: one column, the shrunk share of the second; k > 2: k - 1
+    columns, the shrunk share of each class but the last). Columns are encoded in order while
+    the output stays within max_columns; the rest pass through unchanged, encoded ones follow
+    them. ``fit_transform`` cross-fits (``folds`` shuffled folds), so that a row's own target
+    never enters its own encoding; ``transform`` encodes new rows by all fit rows."""
+
+    def __init__(
+        self,
+        target: Literal["continuous", "classes"] = "continuous",
+        max_levels: int = 30,
+        max_columns: int = 100,
+        folds: int = 5,
+        seed: int = 0,
+    ) -> None:
+        self.target = target
+        self.max_levels = max_levels
+        self.max_columns = max_columns
+        self.folds = folds
+        self.seed = seed
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> TargetEncodedColumns:
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """Cross-fitted encodings of the fit rows X [n, f] with targets y [n]: [n, f'] with f' <=
+        max(f, max_columns)."""
+        if self.target not in ("continuous", "classes"):
+            raise ValueError(f"target must be 'continuous' or 'classes', got {self.target!r}")
+        levels = np.array([len(np.unique(column)) for column in X.T])  # [f]
+        candidates = np.flatnonzero((levels >= 3) & (levels <= self.max_levels))
+        n_classes = len(np.unique(y))
+        if self.target == "classes" and n_classes < 2:
+            candidates = candidates[:0]  # nothing to encode with a single class
+        multiclass = self.target == "classes" and n_classes > 2
+        width = n_classes - 1 if multiclass else 1  # output columns per encoded column
+        room = len(candidates) if width == 1 else max(self.max_columns - X.shape[1], 0) // (width - 1)
+        self.columns_ = candidates[:room]
+        self.rest_ = np.setdiff1d(np.arange(X.shape[1]), self.columns_)
+        if len(self.columns_) == 0:
+            return np.array(X, dtype=np.float64)
+        kind = "continuous" if self.target == "continuous" else ("multiclass" if multiclass else "binary")
+        cv = KFold(min(self.folds, len(X)), shuffle=True, random_state=self.seed)
+        self.encoder_ = TargetEncoder(target_type=kind, cv=cv)
+        encoded = self.encoder_.fit_transform(X[:, self.columns_], y)  # [n, c] or [n, c * k], class-minor
+        self.keep_ = np.flatnonzero(np.arange(encoded.shape[1]) % n_classes != n_classes - 1) if multiclass else None
+        encoded = encoded if self.keep_ is None else encoded[:, self.keep_]  # [n, c * width]
+        self.mean_ = encoded.mean(axis=0)
+        self.scale_ = np.maximum(encoded.std(axis=0), 1e-6)
+        return self._joined(X, encoded)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Encodings of new rows X [m, f] by all fit rows: [m, f']."""
+        if len(self.columns_) == 0:
+            return np.array(X, dtype=np.float64)
+        encoded = self.encoder_.transform(X[:, self.columns_])
+        return self._joined(X, encoded if self.keep_ is None else encoded[:, self.keep_])
+
+    def _joined(self, X: np.ndarray, encoded: np.ndarray) -> np.ndarray:
+        """The pass-through columns of X, then the standardised encodings."""
+        return np.concatenate([X[:, self.rest_], (encoded - self.mean_) / self.scale_], axis=1).astype(np.float64)
 
 
 class QuantileTarget:

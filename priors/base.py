@@ -200,18 +200,23 @@ class FunctionPrior(FeatureRangePrior):
     inputs: "uniform" (U[0,1]) or "normal" (N(0,1)) independent features, "correlated":
     N(0,1) features that share latent factors (see :func:`correlated_normal`), as the columns of
     real tables often do (sizes and weights of one object, repeated measurements), or
-    "categorical": correlated features cut into 2..6 levels each, coded in random order (see
-    :func:`categorical_codes`), as tables of integer-coded categories are.
+    "categorical": correlated features cut into 2..max_levels levels each, coded in random order
+    (see :func:`categorical_codes`), as tables of integer-coded categories are.
     The number of used features per dataset is uniform on [min_features, max_features]. Used
     features are the leading columns; the rest are zero.
     """
 
     inputs: Inputs = "uniform"
+    max_levels: int = 6
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.inputs not in INPUTS:
             raise ValueError(f"inputs must be one of {', '.join(map(repr, INPUTS))}, got {self.inputs!r}")
+        if not (isinstance(self.max_levels, int) and self.max_levels >= 2):
+            raise ValueError(
+                f"max_levels must be an integer >= 2 (levels of categorical inputs), got {self.max_levels!r}"
+            )
 
     def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
         high = n_features if self.max_features is None else self.max_features
@@ -223,7 +228,8 @@ class FunctionPrior(FeatureRangePrior):
         elif self.inputs == "correlated":
             x = correlated_normal(batch_size, n_rows, n_features, generator)  # [B, N, F]
         else:
-            x = categorical_codes(correlated_normal(batch_size, n_rows, n_features, generator), generator)
+            latent = correlated_normal(batch_size, n_rows, n_features, generator)  # [B, N, F]
+            x = categorical_codes(latent, generator, self.max_levels)  # [B, N, F]
         x = x * feature_mask(used, n_features)[:, None, :]  # [B, N, F]
         y = self.targets(x, used, generator)  # [B, N]
         return Batch(x=x.float(), y=y.float(), n_features=used)

@@ -203,6 +203,14 @@ def test_categorical_inputs_are_few_standardised_levels_in_random_order():
             assert yb[group == g].unique().numel() == 1  # a noiseless tree is a function of the codes
 
 
+def test_categorical_inputs_take_up_to_max_levels():
+    batch = TreePrior(inputs="categorical", max_levels=16, max_features=3, min_features=3).sample(64, 2000, 3, gen(7))
+    counts = [len(torch.unique(batch.x[b, :, f])) for b in range(64) for f in range(3)]
+    assert max(counts) > 10 and max(counts) <= 16
+    with pytest.raises(ValueError, match="max_levels must be an integer >= 2"):
+        TreePrior(inputs="categorical", max_levels=1)
+
+
 def test_linear_prior_is_exactly_linear_in_the_used_features():
     batch = LinearPrior(min_features=4, max_features=4).sample(5, 20, 6, gen())
     for x, y in zip(batch.x, batch.y, strict=True):

@@ -1,13 +1,15 @@
-"""In-context validation (column selection, stacking weights) and the regressor's quantile-target members."""
+"""In-context validation (column selection, stacking weights), the regressor's quantile-target
+members and target-encoding members."""
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 from sklearn.linear_model import LinearRegression
+from sklearn.preprocessing import TargetEncoder
 
 from pfn import PFNClassifier, PFNRegressor
-from pfn.preprocessing import QuantileTarget
+from pfn.preprocessing import QuantileTarget, TargetEncodedColumns
 from pfn.selection import (
     PRIOR_ROWS,
     PSEUDO_ROWS,
@@ -125,16 +127,92 @@ def test_members_input_transforms_by_task():
     rng = np.random.default_rng(5)
     X = rng.normal(size=(60, 3))
     y = X[:, 0] + 0.1 * rng.normal(size=60)
-    reg = PFNRegressor(n_estimators=4, select_features=False, random_state=0, show_progress=False).fit(X, y)
-    kinds = [type(m.transform).__name__ if m.transform is not None else None for m in reg.members_]
-    assert kinds == [None, "PowerTransformer", None, "PowerTransformer"]  # no quantile transform of inputs
-    assert [m.target_map is not None for m in reg.members_] == [False, True, False, True]
     reg8 = PFNRegressor(n_estimators=8, select_features=False, random_state=0, show_progress=False).fit(X, y)
-    pairs = {(m.transform is not None, m.target_map is not None, i // 2 % 2) for i, m in enumerate(reg8.members_)}
-    assert len(pairs) == 8  # every pairing of input transform, target transform and column set
-    clf = PFNClassifier(n_estimators=3, select_features=False, random_state=0, show_progress=False).fit(X, y > 0)
+    kinds = [type(m.transform).__name__ if m.transform is not None else None for m in reg8.members_]
+    assert kinds == [None, "PowerTransformer", None, "PowerTransformer"] + ["TargetEncodedColumns"] * 4
+    assert [m.target_map is not None for m in reg8.members_] == [False, True] * 4
+    # every pairing of input transform and column set among the first four members, and of
+    # target transform and column set among the target-encoding ones
+    assert len({(kinds[i], i // 2 % 2) for i in range(4)}) == 4
+    assert len({(m.target_map is not None, i // 2 % 2) for i, m in enumerate(reg8.members_) if i >= 4}) == 4
+    clf = PFNClassifier(n_estimators=8, select_features=False, random_state=0, show_progress=False).fit(X, y > 0)
     kinds = [type(m.transform).__name__ if m.transform is not None else None for m in clf.members_]
-    assert kinds == [None, "QuantileTransformer", "PowerTransformer"]
+    assert kinds == [None, "QuantileTransformer", "PowerTransformer", None] + ["TargetEncodedColumns"] * 4
+    assert all(m.transform.target == "classes" for m in clf.members_[4:])
+
+
+def test_target_encoding_replaces_few_valued_columns_by_their_target_means():
+    rng = np.random.default_rng(11)
+    n = 600
+    code = rng.integers(0, 6, n)  # a 6-level category code in arbitrary order
+    effect = np.array([0.5, -2.0, 1.5, 0.0, -1.0, 2.5])
+    X = np.column_stack([rng.normal(size=n), rng.integers(0, 2, n), code]).astype(float)  # continuous, binary, code
+    y = X[:, 0] + effect[code] + 0.3 * rng.normal(size=n)
+    encoding = TargetEncodedColumns(seed=0)
+    out = encoding.fit_transform(X, y)
+    assert list(encoding.columns_) == [2]  # only the code: the binary and continuous columns pass through
+    np.testing.assert_array_equal(out[:, :2], X[:, :2])
+    assert out[:, 2].mean() == pytest.approx(0.0, abs=1e-9) and out[:, 2].std() == pytest.approx(1.0)
+    levels = encoding.transform(np.column_stack([np.zeros(6), np.zeros(6), np.arange(6)]))[:, 2]  # [6]
+    assert stats.spearmanr(levels, effect).statistic == pytest.approx(1.0)  # codes ordered by what they do
+    reference = TargetEncoder(target_type="continuous").fit(X[:, [2]], y).transform(np.arange(6)[:, None])[:, 0]
+    np.testing.assert_allclose(levels, (reference - encoding.mean_[0]) / encoding.scale_[0], rtol=1e-6)
+
+
+def test_target_encoding_of_classes_gives_the_shares_of_all_classes_but_one():
+    rng = np.random.default_rng(14)
+    n = 900
+    code = rng.integers(0, 5, n)
+    share = rng.dirichlet(np.ones(3), size=5)  # [5 levels, 3 classes]
+    y = np.array([rng.choice(3, p=share[c]) for c in code])
+    X = np.column_stack([rng.normal(size=n), code, rng.integers(0, 4, n)]).astype(float)  # continuous, two codes
+    encoding = TargetEncodedColumns(target="classes", seed=0)
+    out = encoding.fit_transform(X, y)
+    assert out.shape == (n, 1 + 2 * 2)  # the continuous column, then 2 shares per code column
+    np.testing.assert_array_equal(out[:, 0], X[:, 0])
+    new = encoding.transform(np.column_stack([np.zeros(5), np.arange(5), np.zeros(5)]))  # [5, 5]
+    for k in range(2):  # the shares of classes 0 and 1 by level, as the encoder estimated them
+        assert stats.spearmanr(new[:, 1 + k], share[:, k]).statistic > 0.8
+    binary = TargetEncodedColumns(target="classes", seed=0).fit_transform(X, (y == 1).astype(int))
+    assert binary.shape == (n, 3)  # one share per code column with two classes
+    narrow = TargetEncodedColumns(target="classes", max_columns=4, seed=0)
+    assert narrow.fit_transform(X, y).shape == (n, 4)  # room for one encoded column only
+    assert list(narrow.columns_) == [1]
+
+
+def test_target_encoding_of_the_fit_rows_never_uses_their_own_targets():
+    """With a target unrelated to a 40-level code, an in-sample encoding correlates with the
+    target (each row's own target is in its level's mean); the cross-fitted one does not."""
+    rng = np.random.default_rng(12)
+    in_sample, cross_fitted = [], []
+    for _ in range(20):
+        X = rng.integers(0, 40, (120, 1)).astype(float)
+        y = rng.normal(size=120)
+        encoding = TargetEncodedColumns(max_levels=50, seed=0)
+        cross_fitted.append(np.corrcoef(encoding.fit_transform(X, y)[:, 0], y)[0, 1])
+        in_sample.append(np.corrcoef(encoding.transform(X)[:, 0], y)[0, 1])
+    assert np.mean(in_sample) > 0.3
+    assert np.mean(cross_fitted) < 0.1
+
+
+def test_target_encoding_members_are_fitted_on_each_context_only():
+    """Validation rebuilds a member on part of the rows: its encoding must come from those rows."""
+    rng = np.random.default_rng(13)
+    X = np.column_stack([rng.normal(size=200), rng.integers(0, 5, 200)]).astype(float)
+    y = X[:, 0] + np.array([0.0, 2.0, -1.0, 1.0, -2.0])[X[:, 1].astype(int)]
+    reg = PFNRegressor(n_estimators=5, select_features=False, random_state=0, show_progress=False).fit(X, y)
+    member = reg.members_[4]
+    assert isinstance(member.transform, TargetEncodedColumns)
+    x = reg._transformed(X)
+    plan = reg._plan(4, len(x), None, np.random.RandomState(0))
+    template = reg._fit_transform(plan, x)
+    assert not hasattr(template, "columns_")  # left unfitted: fitted per context in _build
+    z = ((y - reg.y_mean_) / reg.y_scale_).astype(np.float32)
+    first, second = reg._build(plan, template, x[:100], z[:100]), reg._build(plan, template, x[100:], z[100:])
+    assert not hasattr(template, "columns_")
+    assert first.transform is not second.transform
+    np.testing.assert_allclose(first.transform.encoder_.target_mean_, z[:100].mean(), rtol=1e-5)
+    np.testing.assert_allclose(second.transform.encoder_.target_mean_, z[100:].mean(), rtol=1e-5)
 
 
 def test_likelihood_stacking_recovers_the_weights_of_a_mixture():
