@@ -1,7 +1,9 @@
 """Data-parallel training under torchrun (2 CPU processes, gloo) against one process."""
 
+import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -50,14 +52,26 @@ def config_file(tmp_path):
     return path
 
 
+# A rare abort inside torch's C++ runtime (std::terminate from a joinable thread), seen twice in
+# CI on fresh 2-core machines and never in 25 loaded reruns here; faulthandler prints the Python
+# stack of such a crash so that its place can be found.
+RUNTIME_ABORT = "terminate called without an active exception"
+
+
 def torchrun(config_file, out, processes: int, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command += ["-m", "pfn", "train", str(config_file), "--out", str(out), "--threads", "1", "--quiet", *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
 def run_torchrun(config_file, out, processes: int, *extra: str) -> None:
+    """torchrun that must succeed; a run killed by the runtime abort above is rerun once (it
+    resumes from its last checkpoint) with a warning that carries the crash's output."""
     result = torchrun(config_file, out, processes, *extra)
+    if result.returncode != 0 and RUNTIME_ABORT in result.stderr:
+        warnings.warn(f"torchrun aborted in torch's runtime and was rerun once:\n{result.stderr[-3000:]}")
+        result = torchrun(config_file, out, processes, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
