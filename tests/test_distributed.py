@@ -70,7 +70,7 @@ def run_torchrun(config_file, out, processes: int, *extra: str) -> None:
     resumes from its last checkpoint) with a warning that carries the crash's output."""
     result = torchrun(config_file, out, processes, *extra)
     if result.returncode != 0 and RUNTIME_ABORT in result.stderr:
-        warnings.warn(f"torchrun aborted in torch's runtime and was rerun once:\n{result.stderr[-3000:]}")
+        warnings.warn(f"torchrun aborted in torch's runtime and was rerun once:\n{result.stderr[-3000:]}", stacklevel=2)
         result = torchrun(config_file, out, processes, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
 
