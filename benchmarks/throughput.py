@@ -10,9 +10,10 @@ gradient clipping, AdamW), side by side in one run:
   makes it a contender), and under ``torch.compile``; FLOPs of forward + backward counted by
   torch's ``FlopCounterMode`` (attention included) give the achieved GFLOP/s, set against the
   peak of a square matmul in fp32 and in bf16 measured in the same run;
-- pipeline: whole steps through the trainer's DataLoader with the prior sampled in the training
-  loop, in a worker process, and in a worker process at lower priority; the share of step time
-  spent waiting for data (the sampler share of the target), and the fastest whole step over the
+- pipeline: whole steps (in the faster of fp32 and bf16, as the trainer's ``precision = "auto"``
+  picks) through the trainer's DataLoader with the prior sampled in the training loop, in a
+  worker process, and in a worker process at lower priority; the share of step time spent
+  waiting for data (the sampler share of the target), and the fastest whole step over the
   compute alone (what the sampler costs where a worker competes with the model for the cores).
 
 Writes ``throughput.json`` and ``throughput.png``.
@@ -97,9 +98,12 @@ def flops(config: RunConfig, card: dict[str, Any], batch: Any, n_train: int) -> 
     return float(counter.get_total_flops())
 
 
-def pipeline(config: RunConfig, card: dict[str, Any], steps: range, workers: int, nice: int) -> dict[str, float]:
-    """Seconds per step and the share spent waiting for data, through the trainer's DataLoader."""
-    timer = StepTimer(config, card, "fp32", compiled=False)
+def pipeline(
+    config: RunConfig, card: dict[str, Any], steps: range, precision: str, workers: int, nice: int
+) -> dict[str, float]:
+    """Seconds per step and the share spent waiting for data, through the trainer's DataLoader,
+    with steps in ``precision`` ("fp32" or "bf16")."""
+    timer = StepTimer(config, card, precision, compiled=False)
     loader = step_loader(config, range(config.train.batch_size), steps, workers, nice)
     waited = 0.0
     start = tick = time.perf_counter()
@@ -138,6 +142,8 @@ def measure(name: str, n_steps: int, variants: tuple[str, ...]) -> dict[str, Any
     tokens = sum(batch.x.shape[0] * batch.x.shape[1] for batch, _ in batches)
     compute = {variant: time_variant(config, card, batches, step_flops, variant) for variant in variants}
     best = min(compute.values(), key=lambda v: v["step_s"])
+    # whole steps in the precision the trainer's "auto" would pick: the faster of fp32 and bf16
+    precision = min((v for v in ("fp32", "bf16") if v in compute), key=lambda v: compute[v]["step_s"])
     return {
         "model": {key: card["model"][key] for key in ("d_model", "n_layers", "n_features", "n_outputs")},
         "parameters": sum(p.numel() for p in build_model(config).parameters()),
@@ -148,7 +154,8 @@ def measure(name: str, n_steps: int, variants: tuple[str, ...]) -> dict[str, Any
         "gflop_per_step": float(np.mean(step_flops)) / 1e9,
         "sample_s": float(np.mean(sample_s)),
         "compute": compute,
-        "pipeline": {name: pipeline(config, card, steps, *setting) for name, setting in PIPELINES.items()},
+        "pipeline_precision": precision,
+        "pipeline": {name: pipeline(config, card, steps, precision, *setting) for name, setting in PIPELINES.items()},
     }
 
 
@@ -234,7 +241,7 @@ def summary(result: dict[str, Any]) -> str:
             f"{name}: {row['parameters']:,} parameters, {row['tokens_per_step']:.0f} rows/step, "
             f"{row['gflop_per_step']:.2f} GFLOP/step; {variants}; {row['peak_share']:.0%} of peak; "
             f"{row['datasets_per_s']:.0f} datasets/s, {row['tokens_per_s']:.0f} tokens/s; "
-            f"sampler {row['sample_s'] * 1e3:.0f} ms/step; pipeline {pipes}; "
+            f"sampler {row['sample_s'] * 1e3:.0f} ms/step; pipeline ({row['pipeline_precision']}) {pipes}; "
             f"fastest pipeline step = {row['step_over_compute']:.2f} × compute alone"
         )
     for name, target in result["targets"].items():
