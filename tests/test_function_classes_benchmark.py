@@ -22,6 +22,7 @@ from benchmarks.function_classes import (
     normaliser,
     ridge,
     run,
+    target_standard_errors,
     targets,
     two_layer_net,
 )
@@ -119,6 +120,17 @@ def test_linear_targets_follow_the_issue():
     assert targets(noisy)["met"] is True
     noisy["error"]["none"]["PFN"][0] = 1.11
     assert targets(noisy)["met"] is False
+    noisy["standard_error"] = [{"gap": 0.1 * i, "ratio": 0.01 * i} for i in range(len(ks))]
+    assert targets(noisy)["standard_error"] == 0.0  # the spread at the worst k (here k = 1)
+
+
+def test_standard_errors_of_the_gap_and_the_ratio():
+    optimum = torch.rand(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    scaled = target_standard_errors(1.2 * optimum, optimum)  # the PFN's error a fixed multiple of the optimum's
+    assert scaled["ratio"] == pytest.approx(0.0, abs=1e-12)
+    assert scaled["gap"] == pytest.approx(0.2 * float(optimum.std()) / 20)
+    shifted = target_standard_errors(optimum + 0.05, optimum)  # a constant gap has no spread
+    assert shifted["gap"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_quick_mode_on_a_tiny_linear_checkpoint_writes_json_and_plots(tmp_path):
@@ -131,6 +143,7 @@ def test_quick_mode_on_a_tiny_linear_checkpoint_writes_json_and_plots(tmp_path):
     saved = json.loads((tmp_path / "out" / "function_classes.json").read_text())
     result = saved["results"][str(tmp_path / "run")]
     assert result["ks"] == [1, 3, 6]
+    assert len(result["standard_error"]) == 3 and all(se["gap"] >= 0 for se in result["standard_error"])
     assert set(result["error"]) == {"none", "skewed", "scaled", "noisy_outputs", "orthant"}
     errors = result["error"]["none"]
     assert set(errors) >= {"PFN", "least squares", "ridge (Bayes-optimal λ)", "3-NN"}
