@@ -10,11 +10,12 @@ gradient clipping, AdamW), side by side in one run:
   makes it a contender), and under ``torch.compile``; FLOPs of forward + backward counted by
   torch's ``FlopCounterMode`` (attention included) give the achieved GFLOP/s, set against the
   peak of a square matmul in fp32 and in bf16 measured in the same run;
-- pipeline: whole steps (in the faster of fp32 and bf16, as the trainer's ``precision = "auto"``
-  picks) through the trainer's DataLoader with the prior sampled in the training loop, in a
-  worker process, and in a worker process at lower priority; the share of step time spent
-  waiting for data (the sampler share of the target), and the fastest whole step over the
-  compute alone (what the sampler costs where a worker competes with the model for the cores).
+- pipeline: whole steps (in whichever of fp32 and bf16 made the faster step above; the trainer's
+  ``precision = "auto"`` decides by the matmul peak instead) through the trainer's DataLoader with
+  the prior sampled in the training loop, in a worker process, and in a worker process at lower
+  priority; the share of step time spent waiting for data (the sampler share of the target), and
+  the fastest whole step over the compute alone (what the sampler costs where a worker competes
+  with the model for the cores).
 
 Writes ``throughput.json`` and ``throughput.png``.
 """
@@ -142,7 +143,7 @@ def measure(name: str, n_steps: int, variants: tuple[str, ...]) -> dict[str, Any
     tokens = sum(batch.x.shape[0] * batch.x.shape[1] for batch, _ in batches)
     compute = {variant: time_variant(config, card, batches, step_flops, variant) for variant in variants}
     best = min(compute.values(), key=lambda v: v["step_s"])
-    # whole steps in the precision the trainer's "auto" would pick: the faster of fp32 and bf16
+    # whole steps in the faster of fp32 and bf16 (a bf16 machine trains in bf16 where it wins)
     precision = min((v for v in ("fp32", "bf16") if v in compute), key=lambda v: compute[v]["step_s"])
     return {
         "model": {key: card["model"][key] for key in ("d_model", "n_layers", "n_features", "n_outputs")},

@@ -35,6 +35,6 @@ def test_quick_throughput_reports_speed_against_the_peak_and_the_sampler_share(t
     assert 0 < row["peak_share"] and 0 <= row["sampler_share"] < 1
     assert set(row["pipeline"]) == {"in the loop", "1 worker", "1 worker, nice 10"}
     timed = {v: c["step_s"] for v, c in row["compute"].items() if v in ("fp32", "bf16")}
-    assert row["pipeline_precision"] == min(timed, key=timed.get)  # whole steps as "auto" would train
+    assert row["pipeline_precision"] == min(timed, key=timed.get)  # whole steps in the faster precision
     fastest = min(variant["step_s"] for variant in row["compute"].values())
     assert row["datasets_per_s"] * fastest == pytest.approx(row["batch_size"])
