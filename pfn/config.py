@@ -36,8 +36,11 @@ class TrainConfig:
     init_from: a checkpoint (shipped name, weights path or run folder) whose weights start the
     run instead of a random initialisation: a later stage of a multi-stage schedule, e.g. on a
     re-weighted prior. Its architecture must equal [model]; a regression run keeps its borders.
-    precision: "auto" picks bf16 autocast when a matmul measured at the model's width runs
-    faster in bf16 than in fp32 on the training device, else fp32.
+    precision: "auto" times forward + backward of the schedule's last steps in fp32 and in bf16
+    autocast on the training device and trains in the faster (see pfn.train.choose_precision).
+    compile: run the model under ``torch.compile`` (dynamic shapes). On a 2-core AVX-512 CPU it
+    made bf16 tabular steps 6-12% faster after about a minute of compiling (docs/benchmarks.md,
+    "Training throughput"); it needs a C++ compiler on CPUs.
     """
 
     steps: int = 1000
@@ -53,6 +56,7 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 50
@@ -80,6 +84,8 @@ class TrainConfig:
             )
         if not 0.0 < self.curriculum_fraction <= 1.0:
             raise ConfigError(f"train.curriculum_fraction must be in (0, 1], got {self.curriculum_fraction}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"train.compile must be true or false, got {self.compile!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0 or self.weight_decay < 0:

@@ -48,6 +48,30 @@ class ModelConfig:
 
 KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys, values [B, H, n_train, D/H]
 
+# In bf16 on a CPU without AMX, PyTorch's fused (flash) attention is slower than three plain ops
+# (2-7x at a training step's sizes) until the score tensor outgrows the last-level cache; in fp32
+# and on GPUs the fused kernel wins. Measured in docs/benchmarks.md ("Attention kernel").
+PLAIN_ATTENTION_MAX_SCORES = 2**23  # elements of the [B, H, N, n] score tensor (16 MB in bf16)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q kᵀ / √(D/H)) v for q [B, H, N, D/H], k and v [B, H, n, D/H] -> [B, H, N, D/H],
+    by the faster kernel for the dtype, device and size (see PLAIN_ATTENTION_MAX_SCORES)."""
+    return plain_attention(q, k, v) if picks_plain_attention(q, k) else F.scaled_dot_product_attention(q, k, v)
+
+
+def picks_plain_attention(q: Tensor, k: Tensor) -> bool:
+    """Whether :func:`attention` runs plain ops (else torch's fused kernel) for q and k."""
+    b, h, n_query, _ = q.shape
+    small = b * h * n_query * k.shape[2] <= PLAIN_ATTENTION_MAX_SCORES
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and small
+
+
+def plain_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """:func:`attention` as three plain ops (the score tensor is materialised)."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # [B, H, N, n]
+    return scores.softmax(dim=-1) @ v  # [B, H, N, D/H]
+
 
 class Block(nn.Module):
     """Pre-norm transformer block whose attention reads keys and values of train rows only."""
@@ -81,7 +105,7 @@ class Block(nn.Module):
         else:
             q = F.linear(a, self.qkv.weight[:d], self.qkv.bias[:d])  # [B, N, D]
             k, v = kv
-        o = F.scaled_dot_product_attention(self._heads(q), k, v)  # [B, H, N, D/H]
+        o = attention(self._heads(q), k, v)  # [B, H, N, D/H]
         h = h + self.out(o.transpose(1, 2).reshape(h.shape))  # [B, N, D]
         h = h + self.ff2(F.gelu(self.ff1(self.norm2(h))))  # [B, N, D]
         return h, (k, v)

@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import gen
 
-from pfn.model import ModelConfig, PFNTransformer
+import pfn.model
+from pfn.model import ModelConfig, PFNTransformer, attention
 
 
 def make_model(task="regression", n_outputs=20):
@@ -61,6 +62,24 @@ def test_cached_train_keys_give_the_same_outputs():
     assert len(cache) == 3 and cache[0][0].shape == (2, 4, 20, 8)
     torch.testing.assert_close(model.predict_test(cache, x[:, 20:], d), out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model.predict_test(cache, x[:, 25:], d), out[:, 5:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("plain_max", [0, 2**23], ids=["fused kernel", "plain ops"])
+def test_bf16_attention_matches_fp32_reference_with_either_kernel(monkeypatch, plain_max):
+    monkeypatch.setattr(pfn.model, "PLAIN_ATTENTION_MAX_SCORES", plain_max)
+    g = gen(5)
+    q, k, v = (torch.randn(2, 4, n, 8, generator=g) * 2 for n in (30, 20, 20))
+    grad = torch.randn(2, 4, 30, 8, generator=g)
+
+    def value_and_grads(dtype, fn):
+        leaves = [t.to(dtype, copy=True).requires_grad_() for t in (q, k, v)]
+        out = fn(*leaves)
+        out.backward(grad.to(dtype))
+        return [out.float()] + [t.grad.float() for t in leaves]
+
+    reference = value_and_grads(torch.float32, torch.nn.functional.scaled_dot_product_attention)
+    for got, want in zip(value_and_grads(torch.bfloat16, attention), reference, strict=True):
+        assert (got - want).norm() / want.norm() < 0.02  # bf16 rounding, not a wrong formula
 
 
 def test_blocks_start_as_identity():

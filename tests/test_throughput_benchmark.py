@@ -36,5 +36,8 @@ def test_quick_throughput_reports_speed_against_the_peak_and_the_sampler_share(t
     assert set(row["pipeline"]) == {"in the loop", "1 worker", "1 worker, nice 10"}
     timed = {v: c["step_s"] for v, c in row["compute"].items() if v in ("fp32", "bf16")}
     assert row["pipeline_precision"] == min(timed, key=timed.get)  # whole steps in the faster precision
+    kernels = result["attention_kernels"]
+    assert {k["precision"] for k in kernels} == set(timed) and all(k["fused"] > 0 and k["plain"] > 0 for k in kernels)
+    assert {k["picked"] for k in kernels if k["precision"] == "fp32"} == {"fused"}  # plain ops only pay off in bf16
     fastest = min(variant["step_s"] for variant in row["compute"].values())
     assert row["datasets_per_s"] * fastest == pytest.approx(row["batch_size"])

@@ -175,10 +175,30 @@ def test_row_curriculum_grows_rows_and_keeps_test_rows():
     assert max(middle) <= 264
 
 
-def test_auto_precision_measures_both():
-    precision, measured = choose_precision(TrainConfig(), torch.device("cpu"))
-    assert precision in ("fp32", "bf16") and measured["fp32_gflops"] > 0 and measured["bf16_gflops"] > 0
-    assert (precision == "bf16") == (measured["bf16_gflops"] > measured["fp32_gflops"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_auto_precision_picks_the_faster_timed_step(task):
+    config = tiny_config(task, precision="auto", accumulation=1)
+    borders = [-3.0 + 6.0 * i / 16 for i in range(17)] if task == "regression" else None
+    precision, measured = choose_precision(config, torch.device("cpu"), borders, (1.0, 1.0) if borders else None)
+    assert measured["fp32_gflops"] > 0 and measured["bf16_gflops"] > 0
+    if measured["bf16_gflops"] < measured["fp32_gflops"] / 2:  # a CPU without bf16 units: steps not timed
+        assert precision == "fp32" and "bf16_step_s" not in measured
+    else:
+        assert precision == min(("fp32", "bf16"), key=lambda p: measured[f"{p}_step_s"])
+
+
+def test_a_compiled_run_trains_the_same_parameters(tmp_path):
+    eager = train(tiny_config(steps=3), tmp_path / "eager", progress=False)
+    compiled = train(tiny_config(steps=3, compile=True), tmp_path / "compiled", progress=False)
+    assert compiled["config"]["train"]["compile"] and eager["step"] == compiled["step"] == 3
+    (a, _), (b, _) = weights(tmp_path / "eager"), weights(tmp_path / "compiled")
+    for key in a:
+        if key.startswith("model."):
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_fixed_precision_is_not_measured():
+    assert choose_precision(tiny_config(precision="bf16"), torch.device("cpu"), None, None) == ("bf16", {})
 
 
 @pytest.mark.parametrize(
@@ -187,6 +207,7 @@ def test_auto_precision_measures_both():
         (dict(model={"n_features": 3, "n_outputs": 16, "d_modell": 8}), r"unknown key\(s\) \['d_modell'\] in \[mod"),
         (dict(trian={}), r"unknown config key\(s\) \['trian'\]"),
         (dict(train={"max_train": 300, "n_rows": 256}), "at least one test row"),
+        (dict(train={"compile": "yes"}), "train.compile must be true or false"),
         (dict(train={"min_rows": 2, "min_train": 4}), "train.min_rows must be 0"),
         (dict(prior={"type": "gp", "max_features": 8}), "uses up to 8 features, more than the 3"),
     ],
