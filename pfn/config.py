@@ -39,7 +39,7 @@ class TrainConfig:
     precision: "auto" times forward + backward of the schedule's last steps in fp32 and in bf16
     autocast on the training device and trains in the faster (see pfn.train.choose_precision).
     compile: run the model under ``torch.compile`` (dynamic shapes). On a 2-core AVX-512 CPU it
-    made bf16 tabular steps 6-12% faster after about a minute of compiling (docs/benchmarks.md,
+    made bf16 tabular steps 5-18% faster after about a minute of compiling (docs/benchmarks.md,
     "Training throughput"); it needs a C++ compiler on CPUs.
     """
 
