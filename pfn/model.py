@@ -48,9 +48,10 @@ class ModelConfig:
 
 KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys, values [B, H, n_train, D/H]
 
-# In bf16 on a CPU without AMX, PyTorch's fused (flash) attention is slower than three plain ops
-# (2-7x at a training step's sizes) until the score tensor outgrows the last-level cache; in fp32
-# and on GPUs the fused kernel wins. Measured in docs/benchmarks.md ("Attention kernel").
+# In bf16 on a CPU (measured on AVX-512 without AMX), PyTorch's fused (flash) attention is
+# 1.6-3.6x slower than three plain ops at short contexts, until the score tensor outgrows the
+# last-level cache; in fp32 and on GPUs the fused kernel wins. Measured by `pfn bench throughput`
+# (docs/benchmarks.md, "Training throughput").
 PLAIN_ATTENTION_MAX_SCORES = 2**23  # elements of the [B, H, N, n] score tensor (16 MB in bf16)
 
 
