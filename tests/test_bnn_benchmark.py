@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import gen
@@ -78,6 +79,11 @@ def test_quick_mode_on_a_tiny_bnn_checkpoint_writes_json_and_plots(tmp_path):
     assert saved["pfn_minus_best_nuts"] == pytest.approx(report["pfn"]["nll"] - min(r["nll"] for r in report["nuts"]))
     assert all(math.isfinite(r["nll"]) for r in saved["nuts"] + saved["svi"])
     assert set(saved["calibration"]) == {"PFN", "NUTS", "SVI"}
+    per_dataset = saved["nll_per_dataset"]
+    assert set(per_dataset) == {"PFN", "NUTS 10+10", "NUTS 20+20"} and all(len(v) == 2 for v in per_dataset.values())
+    assert np.mean(per_dataset["PFN"]) == pytest.approx(saved["pfn"]["nll"], abs=1e-6)
+    assert saved["pfn_minus_best_nuts_standard_error"] > 0
+    assert saved["pfn"]["seconds"] > 0 and saved["pfn"]["seconds_batch"] > 0
 
 
 def test_benchmark_refuses_a_checkpoint_of_another_prior(tmp_path):

@@ -66,8 +66,11 @@ def test_quick_mode_on_a_tiny_checkpoint_writes_json_and_plots(tmp_path):
     assert saved["pfn_minus_mle"] == pytest.approx(np.mean(report["nll"]["pfn"]) - np.mean(report["nll"]["mle_gp"]))
     assert all(math.isfinite(v) for v in saved["nll"]["nuts_gp"])
     alone = saved["seconds_per_dataset_one_at_a_time"]
-    assert len(alone["pfn"]) == len(alone["mle_gp"]) == 2
+    assert set(alone) == {"pfn", "mle_gp", "pfn_interleaved", "mle_gp_interleaved"}
+    assert all(len(seconds) == 2 and min(seconds) > 0 for seconds in alone.values())
     assert saved["speedup_over_mle_one_at_a_time"] == pytest.approx(np.mean(alone["mle_gp"]) / np.mean(alone["pfn"]))
+    interleaved = np.mean(alone["mle_gp_interleaved"]) / np.mean(alone["pfn_interleaved"])
+    assert saved["speedup_over_mle_interleaved"] == pytest.approx(interleaved)
 
 
 def test_benchmark_refuses_a_gp_checkpoint_with_fixed_hyperparameters(tmp_path):
