@@ -95,14 +95,20 @@ class Block(nn.Module):
         b, n, d = t.shape
         return t.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, H, N, D/H]
 
-    def forward(self, h: Tensor, n_train: int | None, kv: tuple[Tensor, Tensor] | None = None):
+    def forward(
+        self, h: Tensor, n_train: int | None, kv: tuple[Tensor, Tensor] | None = None, test_only: bool = False
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """h [B, N, D]. Either n_train (the first n_train rows are train rows; keys and values
-        come from them) or kv, cached train keys/values. Returns (h [B, N, D], (k, v))."""
+        come from them) or kv, cached train keys/values. Returns (h [B, N, D], (k, v)); with
+        test_only (and n_train), h holds only the test rows, [B, N - n_train, D]: the last block
+        needs no outputs for train rows, since nothing reads them."""
         a = self.norm1(h)
         d = a.shape[-1]
         if kv is None:
             q, k, v = self.qkv(a).split(d, dim=-1)  # 3 x [B, N, D]
             k, v = self._heads(k[:, :n_train]), self._heads(v[:, :n_train])  # [B, H, n, D/H]
+            if test_only:
+                q, h = q[:, n_train:], h[:, n_train:]  # [B, N - n, D]
         else:
             q = F.linear(a, self.qkv.weight[:d], self.qkv.bias[:d])  # [B, N, D]
             k, v = kv
@@ -148,9 +154,10 @@ class PFNTransformer(nn.Module):
             raise ValueError("a PFN needs at least one train row")
         h = self.embed_x(x, n_features)  # [B, N, D]
         h = torch.cat([h[:, :n_train] + self.embed_y(y_train), h[:, n_train:]], dim=1)  # [B, N, D]
-        for block in self.blocks:
-            h, _ = block(h, n_train)
-        return self.decoder(self.norm(h[:, n_train:]))  # [B, N - n, n_outputs]
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h, _ = block(h, n_train, test_only=i == last)  # the last block keeps test rows only
+        return self.decoder(self.norm(h))  # [B, N - n, n_outputs]
 
     def encode_train(self, x_train: Tensor, y_train: Tensor, n_features: Tensor) -> KVCache:
         """The train rows' keys and values in every layer, to reuse for any test rows."""

@@ -64,6 +64,16 @@ def test_cached_train_keys_give_the_same_outputs():
     torch.testing.assert_close(model.predict_test(cache, x[:, 25:], d), out[:, 5:], rtol=1e-5, atol=1e-5)
 
 
+def test_a_block_asked_for_test_rows_only_returns_exactly_those_rows():
+    block = make_model().blocks[0]
+    h = torch.randn(2, 30, 32, generator=gen(4))
+    full, kv = block(h, 20)
+    test_only, kv_test_only = block(h, 20, test_only=True)
+    assert test_only.shape == (2, 10, 32)
+    torch.testing.assert_close(test_only, full[:, 20:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kv_test_only, kv)
+
+
 @pytest.mark.parametrize("plain_max", [0, 2**23], ids=["fused kernel", "plain ops"])
 def test_bf16_attention_matches_fp32_reference_with_either_kernel(monkeypatch, plain_max):
     monkeypatch.setattr(pfn.model, "PLAIN_ATTENTION_MAX_SCORES", plain_max)

@@ -16,9 +16,14 @@ def test_step_flops_include_the_cpu_attention_kernels():
     card = {"borders": torch.linspace(-3, 3, 17).tolist(), "tail_scales": [1.0, 1.0]}
     batch, n_train = draw_step(config, 5, range(4))
     b, n_rows, m = len(batch), batch.x.shape[1], config.model
-    q = (b, m.n_heads, n_rows, m.d_model // m.n_heads)
     kv = (b, m.n_heads, n_train, m.d_model // m.n_heads)
-    attention = m.n_layers * (sdpa_flop_count(q, kv, kv) + sdpa_backward_flop_count(q, q, kv, kv))
+
+    def attention_flops(queries: int) -> int:
+        q = (b, m.n_heads, queries, m.d_model // m.n_heads)
+        return sdpa_flop_count(q, kv, kv) + sdpa_backward_flop_count(q, q, kv, kv)
+
+    # every block's queries are all rows, but the last block's only the test rows
+    attention = (m.n_layers - 1) * attention_flops(n_rows) + attention_flops(n_rows - n_train)
     with FlopCounterMode(display=False) as plain:  # torch's own table leaves CPU attention out
         model = pfn.train.build_model(config)
         out = model(batch.x, batch.y[:, :n_train], batch.n_features)
