@@ -112,6 +112,8 @@ class StepTimer:
     def __init__(self, config: RunConfig, card: dict[str, Any], precision: str, compiled: bool) -> None:
         self.config = config
         self.model = build_model(config)
+        if compiled:  # a fresh compile cache: dynamo's recompile limit counts graphs of every model
+            torch._dynamo.reset()
         self.net = torch.compile(self.model, dynamic=True) if compiled else self.model
         self.optimizer = build_optimizer(config.train, self.model)
         self.autocast = precision_context(torch.device("cpu"), precision)
