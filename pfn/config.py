@@ -38,9 +38,8 @@ class TrainConfig:
     re-weighted prior. Its architecture must equal [model]; a regression run keeps its borders.
     precision: "auto" times forward + backward of the schedule's last steps in fp32 and in bf16
     autocast on the training device and trains in the faster (see pfn.train.choose_precision).
-    compile: run the model under ``torch.compile`` (dynamic shapes). On a 2-core AVX-512 CPU it
-    made bf16 tabular steps 5-18% faster after about a minute of compiling (docs/benchmarks.md,
-    "Training throughput"); it needs a C++ compiler on CPUs.
+    compile: run the model under ``torch.compile`` (dynamic shapes); it needs a C++ compiler on
+    CPUs. Measured gains: docs/benchmarks.md, "Training throughput".
     """
 
     steps: int = 1000
