@@ -7,6 +7,7 @@ from conftest import gen
 from scipy import stats
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from sklearn.tree import DecisionTreeRegressor
 
 import priors
 from priors import (
@@ -24,6 +25,7 @@ from priors import (
     Standardized,
     TreePrior,
     WarpedTargets,
+    scm,
 )
 from priors.base import categorical_codes, correlated_normal
 from priors.gp import gp_predictive
@@ -428,6 +430,25 @@ def test_scm_tree_mechanism_is_piecewise_constant():
     y = prior.sample(10, 300, 5, gen()).y
     for target in y:  # a depth-3 tree has at most 8 leaves
         assert len(torch.unique(target)) <= 8
+
+
+def test_scm_tree_layer_skips_sklearn_checks_without_changing_the_trees(monkeypatch):
+    """The tree layer fits and predicts with check_input=False for speed; trees fitted through
+    sklearn's input checks give exactly the same nodes."""
+
+    class CheckedTree(DecisionTreeRegressor):
+        def fit(self, X, y, sample_weight=None, check_input=True):
+            return super().fit(X, y, sample_weight=sample_weight, check_input=True)
+
+        def predict(self, X, check_input=True):
+            return super().predict(X, check_input=True)
+
+    prior = SCMPrior()
+    h = torch.randn(300, 12, generator=gen(1))
+    fast = prior._tree_layer(h, 12, gen(2))
+    monkeypatch.setattr(scm, "DecisionTreeRegressor", CheckedTree)
+    assert torch.equal(prior._tree_layer(h, 12, gen(2)), fast)
+    assert len(torch.unique(fast[:, 0])) > 1
 
 
 def test_scm_relevance_power_reads_features_off_nodes_that_depend_on_the_target():
