@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-slow lint
+.PHONY: demo test test-slow test-gpu lint
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,6 +24,12 @@ test: $(VENV)/.installed
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow
+
+# The CUDA path, on a machine with a GPU, run by a Python that has a CUDA build of torch and
+# the project's dependencies (GPU_PY; the CPU build in .venv sees no GPU, so every test skips).
+GPU_PY ?= python3
+test-gpu:
+	PYTHONPATH=. $(GPU_PY) -m pytest -m gpu
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check pfn priors benchmarks tests
