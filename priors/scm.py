@@ -196,7 +196,7 @@ class SCMPrior(FeatureRangePrior):
         n_trees = int(rng.integers(1, min(width, 4) + 1))
         groups = np.array_split(rng.permutation(width), n_trees)
         # the inputs are finite float32 and the parameters valid by construction: skipping
-        # sklearn's checks (most of this layer's time) leaves the fitted trees exactly the same
+        # sklearn's checks (about half of this layer's time) leaves the fitted trees exactly the same
         with config_context(skip_parameter_validation=True):
             for group in groups:
                 parents = rng.choice(fan_in, size=int(rng.integers(1, min(fan_in, 4) + 1)), replace=False)
