@@ -184,11 +184,13 @@ class BarDistribution:
         return ((self.probs * second).sum(-1) - self.mean() ** 2).clamp_min(0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n draws [n, ...] (float)."""
+        """n draws [n, ...] (float), on the distribution's device. The random numbers come from
+        ``generator``'s device (a CPU generator gives the same draws for a GPU distribution)."""
         probs = self.probs.reshape(-1, self.probs.shape[-1]).double()  # [P, K]
-        k = torch.multinomial(probs, n, replacement=True, generator=generator)  # [P, n]
-        r = torch.rand(k.shape, generator=generator, dtype=torch.float64)
-        draws = self._inverse(k, r).to(self.logits.dtype)  # [P, n]
+        source = probs.device if generator is None else generator.device
+        k = torch.multinomial(probs.to(source), n, replacement=True, generator=generator)  # [P, n]
+        r = torch.rand(k.shape, generator=generator, dtype=torch.float64, device=source)  # [P, n]
+        draws = self._inverse(k.to(probs.device), r.to(probs.device)).to(self.logits.dtype)  # [P, n]
         return draws.T.reshape(n, *self.batch_shape)
 
 

@@ -13,6 +13,7 @@ import pfn
 from pfn import PFNClassifier, PFNRegressor
 from pfn.checkpoint import load_state
 from pfn.config import load_config
+from pfn.heads import BarDistribution
 from pfn.train import train
 
 pytestmark = [
@@ -61,9 +62,24 @@ def test_bf16_prediction_on_the_gpu_is_close_to_fp32_on_the_cpu():
     y = torch.sin(6 * x[..., 0]) + 0.1 * torch.randn(8, 60, generator=generator)  # [B, N]
     a, b = cpu.predict(x[:, :40], y[:, :40], x[:, 40:]), gpu.predict(x[:, :40], y[:, :40], x[:, 40:])
     assert b.mean().device.type == "cuda"
-    assert ((b.mean().cpu() - a.mean()).abs() / a.variance().sqrt()).max() < 0.1
+    shift = (b.mean().cpu() - a.mean()).abs() / a.variance().sqrt()  # [B, m], in predictive sds
+    # bf16 matmuls with fp32 sums, emulated by CPU autocast over 8 seeds of this data: median
+    # shift 0.016-0.022 sd, largest 0.08-0.14 sd, NLL within 0.01 nats of fp32
+    assert shift.median() < 0.05 and shift.max() < 0.3
     nll_cpu, nll_gpu = a.nll(y[:, 40:]).mean(), b.nll(y[:, 40:].cuda()).mean().cpu()
     assert abs(nll_gpu - nll_cpu) < 0.05
+
+
+def test_a_gpu_distribution_draws_on_the_gpu_what_the_cpu_draws_from_the_same_cpu_generator():
+    logits = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))  # [3, K]
+    borders = torch.linspace(-2, 2, 17)  # [K + 1]
+    cpu = BarDistribution(borders, logits, (0.5, 0.5))
+    gpu = BarDistribution(borders.cuda(), logits.cuda(), (0.5, 0.5))
+    a = cpu.sample(1000, torch.Generator().manual_seed(1))  # [n, 3]
+    b = gpu.sample(1000, torch.Generator().manual_seed(1))
+    assert b.device.type == "cuda"
+    torch.testing.assert_close(b.cpu(), a)
+    assert gpu.sample(10).device.type == "cuda"  # no generator: torch's default one on the GPU
 
 
 def test_estimators_on_the_gpu_agree_with_the_cpu():
