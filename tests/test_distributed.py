@@ -75,17 +75,17 @@ def run_torchrun(config_file, out, processes: int, *extra: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def assert_same_training(a, b) -> None:
+def assert_same_training(a, b, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     """Model and optimizer tensors within float tolerance; identical step, datasets and curve length."""
     ta, sa = load_state(a / "state.safetensors")
     tb, sb = load_state(b / "state.safetensors")
     assert ta.keys() == tb.keys()
     for key in ta:
-        torch.testing.assert_close(ta[key], tb[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(ta[key], tb[key], rtol=rtol, atol=atol, msg=key)
     assert (sa["step"], sa["datasets_seen"]) == (sb["step"], sb["datasets_seen"])
     assert [p[:2] for p in sa["curve"]] == [p[:2] for p in sb["curve"]]
     for (_, _, la), (_, _, lb) in zip(sa["curve"], sb["curve"], strict=True):
-        assert la == pytest.approx(lb, rel=1e-4, abs=1e-5)
+        assert la == pytest.approx(lb, rel=rtol, abs=atol)
 
 
 def test_two_processes_match_one_process_and_agree_with_each_other(tmp_path, config_file):
