@@ -28,7 +28,7 @@ from priors import (
     scm,
 )
 from priors.base import categorical_codes, correlated_normal
-from priors.gp import gp_predictive
+from priors.gp import JITTER, gp_predictive
 from priors.scm import robust_scale
 
 ALL = [
@@ -143,6 +143,27 @@ def test_gp_samples_are_whitened_by_the_prior_covariance():
     cov = prior.covariance(batch.x, batch.x, torch.full((n,), 0.3), torch.ones(n)) + 0.04 * torch.eye(12)
     z = torch.linalg.solve_triangular(torch.linalg.cholesky(cov), batch.y.double()[..., None], upper=False)
     assert stats.kstest(z.flatten().numpy(), "norm").pvalue > 1e-3
+
+
+@pytest.mark.parametrize("ard", [False, True])
+def test_gp_targets_equal_the_textbook_draw(ard):
+    """f = chol(K + jitter · I) z, y = f + noise · ε, from the same random stream (the sampler adds
+    the jitter in place and multiplies on the factor's transpose)."""
+    hyper = LogUniform(0.1, 1.0)
+    prior = GPPrior(lengthscale=hyper, outputscale=LogUniform(0.3, 3.0), noise=LogUniform(0.01, 0.3), ard=ard)
+    x, n_features = torch.rand(6, 40, 3, generator=gen(5)), torch.tensor([1, 2, 3, 3, 2, 1])
+    y = prior.targets(x, n_features, gen(6))  # [B, N]
+    generator = gen(6)
+    drawn = prior.draw_hyperparameters(n_features, generator)
+    lengthscale = drawn["lengthscale"]
+    if ard:  # padded to the 3 columns as the sampler does; the padded columns of x are used here
+        lengthscale = torch.nn.functional.pad(lengthscale, (0, 3 - lengthscale.shape[1]), value=1.0)
+    cov = prior.covariance(x, x, lengthscale, drawn["outputscale"])  # [B, N, N]
+    jitter = JITTER * drawn["outputscale"][:, None, None] * torch.eye(40, dtype=torch.float64)
+    z = torch.randn(6, 40, 1, generator=generator, dtype=torch.float64)  # [B, N, 1]
+    f = (torch.linalg.cholesky(cov + jitter) @ z).squeeze(-1)  # [B, N]
+    expected = f + drawn["noise"][:, None] * torch.randn(6, 40, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_gp_posterior_matches_scikit_learn():
