@@ -149,8 +149,8 @@ def test_gp_samples_are_whitened_by_the_prior_covariance():
 def test_gp_targets_equal_the_textbook_draw(ard):
     """f = chol(K + jitter · I) z, y = f + noise · ε, from the same random stream (the sampler adds
     the jitter in place and multiplies on the factor's transpose)."""
-    hyper = LogUniform(0.1, 1.0)
-    prior = GPPrior(lengthscale=hyper, outputscale=LogUniform(0.3, 3.0), noise=LogUniform(0.01, 0.3), ard=ard)
+    hyper = {"lengthscale": LogUniform(0.1, 1.0), "outputscale": LogUniform(0.3, 3.0), "noise": LogUniform(0.01, 0.3)}
+    prior = GPPrior(**hyper, ard=ard)  # gp-hyper's hyperpriors
     x, n_features = torch.rand(6, 40, 3, generator=gen(5)), torch.tensor([1, 2, 3, 3, 2, 1])
     y = prior.targets(x, n_features, gen(6))  # [B, N]
     generator = gen(6)
