@@ -5,7 +5,10 @@ are drawn per dataset from hyperpriors (a seed no training step uses): for each 
 rows, the mean test NLL and wall time of the PFN (one forward pass), of a GP with MLE-II
 hyperparameters (gpytorch) and of the full Bayesian treatment: NUTS (pyro) over the
 hyperparameters under the same hyperpriors, predicting with the mixture of the GP predictives
-of its samples. Writes ``gp_hyper.json``, ``gp_hyper_nll.png`` and ``gp_hyper_calibration.png``.
+of its samples. Also the PFN's FLOPs per dataset (torch's counter, attention included) against
+one thread's fp32 matmul peak: the share of the peak its batched forward pass reaches, and the
+speed-up over MLE-II in a batch it would have at the peak. Writes ``gp_hyper.json``,
+``gp_hyper_nll.png`` and ``gp_hyper_calibration.png``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import MCMC, NUTS
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 import priors
 from benchmarks.common import WrongPriorError, calibration, draw_pit, environment, load_for, pyplot, record_quality
 from benchmarks.gp_posterior import fit_mle, gaussian_nll, pfn_nll
+from benchmarks.throughput import CPU_ATTENTION_FLOPS, peak_gflops
 from pfn.checkpoint import write_json
 from pfn.inference import PFN
 from priors.base import Gamma, Hyper, LogUniform, Uniform
@@ -128,6 +133,7 @@ def evaluate(
     nll: dict[str, list[float]] = {"pfn": [], "mle_gp": [], "nuts_gp": []}
     seconds: dict[str, list[float]] = {"pfn": [], "mle_gp": [], "nuts_gp": []}
     single: dict[str, list[float]] = {}  # seconds per dataset, one at a time (see _one_at_a_time)
+    flops: list[float] = []  # of the PFN's forward pass, per dataset
     pits: dict[str, list[Tensor]] = {"PFN": [], "MLE-II": [], "NUTS": []}
     # one untimed call of the PFN and of MLE-II first, so that one-off costs (lazy initialisation
     # in torch and gpytorch) are not charged to the first grid point of either
@@ -138,7 +144,9 @@ def evaluate(
         start = time.perf_counter()
         nll["pfn"].append(pfn_nll(model, x_train, y_train, x_test, y_test, d).mean().item())
         seconds["pfn"].append((time.perf_counter() - start) / n_datasets)
-        pits["PFN"].append(model.predict(x_train, y_train, x_test, n_features=d).cdf(y_test).reshape(-1))
+        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+            pits["PFN"].append(model.predict(x_train, y_train, x_test, n_features=d).cdf(y_test).reshape(-1))
+        flops.append(counter.get_total_flops() / n_datasets)
 
         start = time.perf_counter()
         fitted = fit_mle(x_train, y_train, prior.kernel, mle_iterations)
@@ -166,6 +174,8 @@ def evaluate(
     mean_nll = {k: float(np.mean(v)) for k, v in nll.items()}
     mean_seconds = {k: float(np.mean(v)) for k, v in seconds.items()}
     mean_single = {k: float(np.mean(v)) for k, v in single.items()}
+    peak = peak_gflops(torch.float32, (1024, 2048)) * 1e9  # FLOP/s
+    at_peak = [f / peak for f in flops]  # the PFN's seconds per dataset if its matmuls ran at the peak
     return {
         "n_datasets": n_datasets,
         "n_test_per_dataset": N_TEST,
@@ -180,6 +190,10 @@ def evaluate(
         "speedup_over_mle_one_at_a_time": mean_single["mle_gp"] / mean_single["pfn"],
         "speedup_over_mle_interleaved": mean_single["mle_gp_interleaved"] / mean_single["pfn_interleaved"],
         "speedup_over_nuts": mean_seconds["nuts_gp"] / mean_seconds["pfn"],
+        "pfn_flops_per_dataset": flops,
+        "fp32_peak_gflops": peak / 1e9,
+        "pfn_batch_share_of_fp32_peak": float(np.mean(at_peak) / mean_seconds["pfn"]),
+        "speedup_over_mle_at_fp32_peak": mean_seconds["mle_gp"] / float(np.mean(at_peak)),
         "nuts_budget": {"warmup": nuts_budget[0], "samples": nuts_budget[1]},
         "mle_iterations": mle_iterations,
         "calibration": {name: calibration(torch.cat(p)) for name, p in pits.items()},
@@ -286,6 +300,8 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
             "speedup_over_mle_one_at_a_time",
             "speedup_over_mle_interleaved",
             "speedup_over_nuts",
+            "speedup_over_mle_at_fp32_peak",
+            "pfn_batch_share_of_fp32_peak",
             "n_datasets",
         )
         record_quality(
@@ -306,5 +322,10 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['speedup_over_mle_one_at_a_time']:.0f}x one dataset at a time "
         f"({report['speedup_over_mle_interleaved']:.0f}x with the two methods' calls alternating), "
         f"{report['speedup_over_nuts']:.0f}x than NUTS"
+    )
+    lines.append(
+        f"PFN batch at {report['pfn_batch_share_of_fp32_peak']:.0%} of one thread's fp32 matmul peak "
+        f"({report['fp32_peak_gflops']:.0f} GFLOP/s); at the peak it would be "
+        f"{report['speedup_over_mle_at_fp32_peak']:.0f}x faster than MLE-II in a batch"
     )
     return "\n".join(lines)

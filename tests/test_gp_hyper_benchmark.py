@@ -12,12 +12,14 @@ from helpers import tiny_config
 from pyro import poutine
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from torch.utils.flop_counter import FlopCounterMode
 
 import pfn
 import priors
 from benchmarks.common import WrongPriorError
 from benchmarks.gp_hyper import gp_hyper_model, mixture_nll, run
 from benchmarks.gp_posterior import fit_mle, gaussian_nll, pfn_nll
+from benchmarks.throughput import CPU_ATTENTION_FLOPS
 from pfn.train import train
 from priors import GPPrior, LogUniform
 from priors.gp import gp_predictive
@@ -71,6 +73,17 @@ def test_quick_mode_on_a_tiny_checkpoint_writes_json_and_plots(tmp_path):
     assert saved["speedup_over_mle_one_at_a_time"] == pytest.approx(np.mean(alone["mle_gp"]) / np.mean(alone["pfn"]))
     interleaved = np.mean(alone["mle_gp_interleaved"]) / np.mean(alone["pfn_interleaved"])
     assert saved["speedup_over_mle_interleaved"] == pytest.approx(interleaved)
+    at_peak = np.mean(saved["pfn_flops_per_dataset"]) / (saved["fp32_peak_gflops"] * 1e9)  # seconds
+    batch = saved["seconds_per_dataset"]
+    assert saved["speedup_over_mle_at_fp32_peak"] == pytest.approx(np.mean(batch["mle_gp"]) / at_peak)
+    assert saved["pfn_batch_share_of_fp32_peak"] == pytest.approx(at_peak / np.mean(batch["pfn"]))
+    # the batch's count per dataset (3 datasets of different widths) is one dataset's alone
+    model = pfn.load(tmp_path / "run")
+    for n, batched in zip(saved["n_train_grid"], saved["pfn_flops_per_dataset"], strict=True):
+        x = torch.rand(n + report["n_test_per_dataset"], 1)
+        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+            model.predict(x[:n], torch.randn(n), x[n:])
+        assert batched == counter.get_total_flops() > 0
 
 
 def test_benchmark_refuses_a_gp_checkpoint_with_fixed_hyperparameters(tmp_path):
