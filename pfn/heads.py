@@ -13,6 +13,8 @@ within the tails.
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,20 +61,32 @@ class BarDistribution:
     """
 
     def __init__(self, borders: Tensor, logits: Tensor, tail_scales: tuple[float, float] | None = None) -> None:
+        for name, t in (("borders", borders), ("logits", logits)):
+            if not isinstance(t, Tensor) or not t.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor, got {_describe(t)}")
         if borders.ndim != 1 or borders.numel() < 3:
             raise ValueError(f"borders must be 1-D with at least 3 entries, got shape {tuple(borders.shape)}")
-        if logits.shape[-1] != borders.numel() - 1:
-            raise ValueError(f"logits have {logits.shape[-1]} buckets but borders define {borders.numel() - 1}")
+        if logits.ndim == 0 or logits.shape[-1] != borders.numel() - 1:
+            raise ValueError(
+                f"logits [..., K] must have K = {borders.numel() - 1} buckets (one fewer than the borders), "
+                f"got shape {tuple(logits.shape)}"
+            )
         self.borders = borders.to(logits.device, logits.dtype)  # [K + 1]
         self.logits = logits  # [..., K]
         self.widths = self.borders.diff()  # [K]
+        if not bool(torch.isfinite(self.borders).all() & (self.widths > 0).all()):
+            raise ValueError(f"borders must be finite and strictly increasing in {logits.dtype}")
         if tail_scales is None:
             self.left_scale = self.widths[0] / HALF_MASS_Z
             self.right_scale = self.widths[-1] / HALF_MASS_Z
         else:
-            if len(tail_scales) != 2 or not all(s > 0 for s in tail_scales):
-                raise ValueError(f"tail_scales must be two positive numbers (left, right), got {tail_scales!r}")
-            self.left_scale, self.right_scale = self._as_tensor(tail_scales).unbind()
+            scales = _numbers(tail_scales, "tail_scales", self.logits)
+            if scales.shape != (2,) or not bool((scales > 0).all() & scales.isfinite().all()):
+                raise ValueError(
+                    f"tail_scales must be two positive numbers (left, right), finite in {logits.dtype}; "
+                    f"got {tail_scales!r}"
+                )
+            self.left_scale, self.right_scale = scales.unbind()
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -83,16 +97,28 @@ class BarDistribution:
         """Bucket probabilities [..., K]."""
         return self.logits.softmax(-1)
 
-    def _as_tensor(self, value: ArrayLike) -> Tensor:
-        return torch.as_tensor(value, dtype=self.logits.dtype, device=self.logits.device)
+    def _values(self, value: ArrayLike, name: str) -> Tensor:
+        """``value`` as a tensor that broadcasts against the batch shape, without NaN."""
+        t = _numbers(value, name, self.logits)
+        try:
+            torch.broadcast_shapes(t.shape, self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)}, which does not broadcast against the batch shape "
+                f"{tuple(self.batch_shape)}: give a scalar, one value per distribution (shape "
+                f"{tuple(self.batch_shape)}) or values of shape [..., {', '.join(map(str, self.batch_shape))}]"
+            ) from None
+        if bool(t.isnan().any()):
+            raise ValueError(f"{name} contains NaN")
+        return t
 
     def _bucket(self, y: Tensor) -> Tensor:
         """Bucket index of y (any shape) in 0..K-1; values beyond the outer borders go to the tails."""
         return torch.bucketize(y, self.borders[1:-1].contiguous())
 
     def logpdf(self, y: ArrayLike) -> Tensor:
-        """Log density at y (broadcast against the batch shape)."""
-        y = self._as_tensor(y)
+        """Log density at y (broadcast against the batch shape; -inf at ±inf)."""
+        y = self._values(y, "y")
         log_probs = self.logits.log_softmax(-1)  # [..., K]
         y, log_probs = torch.broadcast_tensors(y[..., None], log_probs)
         y = y[..., 0].contiguous()
@@ -110,7 +136,7 @@ class BarDistribution:
 
     def cdf(self, y: ArrayLike) -> Tensor:
         """P(Y <= y) (broadcast against the batch shape)."""
-        y = self._as_tensor(y)
+        y = self._values(y, "y")
         probs = self.probs  # [..., K]
         y, probs = torch.broadcast_tensors(y[..., None], probs)
         y = y[..., 0].contiguous()
@@ -130,7 +156,9 @@ class BarDistribution:
     def cdf_at(self, points: ArrayLike) -> Tensor:
         """P(Y <= point) of every distribution at the same P points: [..., P] (cheaper than
         broadcasting ``cdf`` when many distributions share the points)."""
-        points = self._as_tensor(points).reshape(-1)  # [P]
+        points = _numbers(points, "points", self.logits).reshape(-1)  # [P]
+        if bool(points.isnan().any()):
+            raise ValueError("points contains NaN")
         probs = self.probs  # [..., K]
         k = self._bucket(points)  # [P]
         below = (probs.cumsum(-1) - probs)[..., k]  # [..., P] mass of the buckets before each point's
@@ -148,9 +176,14 @@ class BarDistribution:
 
     def quantile(self, q: ArrayLike) -> Tensor:
         """The q-quantile; a scalar q gives the batch shape, a 1-D q of length Q gives [..., Q]."""
-        q = torch.as_tensor(q, dtype=torch.float64, device=self.logits.device)
-        if q.ndim > 1 or bool(((q <= 0) | (q >= 1)).any()):
-            raise ValueError("quantile levels must be a scalar or 1-D, strictly between 0 and 1")
+        q = _numbers(q, "q", self.logits, torch.float64)
+        if q.ndim > 1:
+            raise ValueError(f"q (the quantile levels) must be a scalar or 1-D, got shape {tuple(q.shape)}")
+        outside = ~((q > 0) & (q < 1))  # NaN included
+        if bool(outside.any()):
+            raise ValueError(
+                f"q (the quantile levels) must lie strictly between 0 and 1, got {q[outside].reshape(-1)[0].item()}"
+            )
         levels = q.reshape(-1)  # [Q]
         probs = self.probs.double()  # [..., K]
         cum = probs.cumsum(-1)  # [..., K]
@@ -186,12 +219,40 @@ class BarDistribution:
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws [n, ...] (float), on the distribution's device. The random numbers come from
         ``generator``'s device (a CPU generator gives the same draws for a GPU distribution)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"n (the number of draws) must be an integer, got {_describe(n)}")
+        if n < 1:
+            raise ValueError(f"n (the number of draws) must be at least 1, got {n}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {_describe(generator)}")
+        n = int(n)
         probs = self.probs.reshape(-1, self.probs.shape[-1]).double()  # [P, K]
         source = probs.device if generator is None else generator.device
         k = torch.multinomial(probs.to(source), n, replacement=True, generator=generator)  # [P, n]
         r = torch.rand(k.shape, generator=generator, dtype=torch.float64, device=source)  # [P, n]
         draws = self._inverse(k.to(probs.device), r.to(probs.device)).to(self.logits.dtype)  # [P, n]
         return draws.T.reshape(n, *self.batch_shape)
+
+
+def _describe(value: Any) -> str:
+    """A short description of an argument for error messages."""
+    return f"{type(value).__name__} {value!r:.60}"
+
+
+def _numbers(value: ArrayLike, name: str, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``value`` (tensor, array, number or list) as a real tensor of ``like``'s device and dtype
+    (or ``dtype``); TypeError for strings, objects, booleans and complex numbers."""
+    if isinstance(value, Tensor):
+        real = value.dtype != torch.bool and not value.is_complex()
+    else:
+        try:
+            value = np.asarray(value)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"{name} must be a number or an array of numbers: {error}") from None
+        real = value.dtype.kind in "iuf"
+    if not real:
+        raise TypeError(f"{name} must be real numbers, got {_describe(value)}")
+    return torch.as_tensor(value, dtype=dtype or like.dtype, device=like.device)
 
 
 def _shifted_half_normal_second_moment(edge: Tensor, signed_scale: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from conftest import gen
 from scipy import stats
 from scipy.integrate import quad
 
+from pfn.estimators import PredictiveDistribution
 from pfn.heads import BarDistribution, equal_mass_borders, prior_tail_scales
 
 
@@ -94,14 +95,112 @@ def test_accepts_numpy_and_broadcasts(dist):
     assert dist.logpdf(np.zeros((5, 3))).shape == (5, 3)
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.0, [0.5, 1.2]])
+@pytest.mark.parametrize("bad", [0.0, 1.0, [0.5, 1.2], -0.1, float("nan"), [0.5, float("nan")]])
 def test_quantile_rejects_levels_outside_0_1(dist, bad):
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+    with pytest.raises(ValueError, match=r"q \(the quantile levels\) must lie strictly between 0 and 1, got"):
         dist.quantile(bad)
 
 
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda d: d.logpdf(np.zeros(5)),
+            ValueError,
+            r"y has shape \(5,\), which does not broadcast against the batch shape \(3,\)",
+        ),
+        (lambda d: d.cdf(np.zeros((2, 4))), ValueError, r"y has shape \(2, 4\), .*batch shape \(3,\)"),
+        (lambda d: d.nll([0.0, 1.0]), ValueError, r"y has shape \(2,\)"),
+        (lambda d: d.logpdf("abc"), TypeError, "y must be real numbers, got ndarray"),
+        (lambda d: d.cdf([1.0, None, 2.0]), TypeError, "y must be real numbers"),
+        (lambda d: d.cdf(np.array([1 + 2j, 0, 0])), TypeError, "y must be real numbers"),
+        (lambda d: d.logpdf([[0.0], [0.0, 1.0]]), ValueError, "y must be a number or an array of numbers"),
+        (lambda d: d.logpdf(np.array([0.0, np.nan, 1.0])), ValueError, "y contains NaN"),
+        (lambda d: d.cdf_at([0.0, np.nan]), ValueError, "points contains NaN"),
+        (lambda d: d.cdf_at(["a"]), TypeError, "points must be real numbers"),
+        (
+            lambda d: d.quantile([[0.1, 0.9]]),
+            ValueError,
+            r"q \(the quantile levels\) must be a scalar or 1-D, got shape \(1, 2\)",
+        ),
+        (lambda d: d.quantile("0.5"), TypeError, "q must be real numbers"),
+        (lambda d: d.sample(0), ValueError, r"n \(the number of draws\) must be at least 1, got 0"),
+        (lambda d: d.sample(-3), ValueError, "must be at least 1, got -3"),
+        (lambda d: d.sample(2.5), TypeError, r"n \(the number of draws\) must be an integer, got float 2.5"),
+        (lambda d: d.sample(True), TypeError, "must be an integer, got bool"),
+        (lambda d: d.sample(4, 0), TypeError, "generator must be a torch.Generator or None, got int"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_the_expected_shape(dist, call, error, message):
+    with pytest.raises(error, match=message):
+        call(dist)
+
+
+@pytest.mark.parametrize(
+    "borders, logits, error, message",
+    [
+        ([0.0, 1.0, 2.0], torch.zeros(2), TypeError, "borders must be a floating-point tensor, got list"),
+        (torch.arange(3), torch.zeros(2), TypeError, "borders must be a floating-point tensor"),
+        (torch.arange(3.0), np.zeros(2), TypeError, "logits must be a floating-point tensor, got ndarray"),
+        (
+            torch.zeros(2, 3),
+            torch.zeros(2),
+            ValueError,
+            r"borders must be 1-D with at least 3 entries, got shape \(2, 3\)",
+        ),
+        (torch.arange(3.0), torch.tensor(0.0), ValueError, r"logits \[..., K\] must have K = 2 buckets"),
+        (torch.tensor([0.0, 2.0, 1.0]), torch.zeros(2), ValueError, "borders must be finite and strictly increasing"),
+        (torch.tensor([0.0, 1.0, 1.0]), torch.zeros(2), ValueError, "borders must be finite and strictly increasing"),
+        (torch.tensor([0.0, float("nan"), 1.0]), torch.zeros(2), ValueError, "finite and strictly increasing"),
+        (torch.tensor([0.0, 1.0, float("inf")]), torch.zeros(2), ValueError, "finite and strictly increasing"),
+        (torch.tensor([0.0, 1.0, 1.0 + 1e-12], dtype=torch.float64), torch.zeros(2), ValueError, "in torch.float32"),
+    ],
+)
+def test_constructor_refuses_bad_borders_and_logits(borders, logits, error, message):
+    with pytest.raises(error, match=message):
+        BarDistribution(borders, logits)
+
+
+def test_tail_scales_of_the_wrong_type_are_refused():
+    with pytest.raises(TypeError, match="tail_scales must be real numbers"):
+        BarDistribution(torch.arange(3.0), torch.zeros(2), ("a", 1.0))
+
+
+def test_infinite_values_give_the_limits_not_nan(dist):
+    y = torch.tensor([float("inf"), float("-inf"), float("inf")], dtype=torch.float64)
+    assert dist.logpdf(y).tolist() == [float("-inf")] * 3
+    expected = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(dist.cdf(y), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(dist.cdf_at(y[:2]), expected[:2].expand(3, 2), atol=1e-12, rtol=0)
+
+
+def test_numpy_integers_are_sizes(dist):
+    assert dist.sample(np.int64(4), gen()).shape == (4, 3)
+    torch.testing.assert_close(dist.sample(np.int64(4), gen()), dist.sample(4, gen()))
+
+
+def test_the_estimators_distribution_checks_through_the_bar(dist):
+    """PredictiveDistribution (what PFNRegressor.predict_dist returns) delegates to the bar
+    distribution, so its arguments are checked with the same messages."""
+    wrapped = PredictiveDistribution(dist, 10.0, 2.0)
+    with pytest.raises(
+        ValueError, match=r"y has shape \(5,\), which does not broadcast against the batch shape \(3,\)"
+    ):
+        wrapped.logpdf(np.zeros(5))
+    with pytest.raises(ValueError, match="y contains NaN"):
+        wrapped.cdf([0.0, np.nan, 1.0])
+    with pytest.raises(ValueError, match=r"n \(the number of draws\) must be at least 1, got 0"):
+        wrapped.sample(0, random_state=0)
+    with pytest.raises(ValueError, match="strictly between 0 and 1, got 1.5"):
+        wrapped.quantile([0.5, 1.5])
+    with pytest.raises(ValueError, match="alpha must be strictly between 0 and 1"):
+        wrapped.interval(1.0)
+    # on the original scale: loc + scale * Z
+    np.testing.assert_allclose(wrapped.cdf(10.0 + 2.0 * 0.3), dist.cdf(0.3).numpy())
+
+
 def test_constructor_checks_shapes():
-    with pytest.raises(ValueError, match="logits have 3 buckets but borders define 4"):
+    with pytest.raises(ValueError, match=r"K = 4 buckets \(one fewer than the borders\), got shape \(3,\)"):
         BarDistribution(torch.arange(5.0), torch.zeros(3))
     with pytest.raises(ValueError, match="repeated values"):
         equal_mass_borders(torch.zeros(100), 4)
@@ -122,8 +221,9 @@ def test_prior_tail_scales_match_the_mean_excess_beyond_the_outer_borders():
     d = BarDistribution(borders, logits, (left, right))
     assert float(d.mean()) == pytest.approx(float(borders[-2]) + right * np.sqrt(2 / np.pi), rel=1e-6)
     assert integrate(d, ..., lambda y: 1.0) == pytest.approx(1.0, abs=1e-6)
-    with pytest.raises(ValueError, match="tail_scales must be two positive numbers"):
-        BarDistribution(borders, logits, (1.0, 0.0))
+    for bad in ((1.0, 0.0), (1.0, float("nan")), (1.0,), (1e-50, 1.0)):
+        with pytest.raises(ValueError, match="tail_scales must be two positive numbers"):
+            BarDistribution(borders.float(), logits.float(), bad)
     with pytest.raises(ValueError, match="no samples lie beyond the outer borders"):
         prior_tail_scales(torch.zeros(10), borders)
 
