@@ -27,11 +27,21 @@ from tqdm.auto import tqdm
 from pfn.heads import BarDistribution
 from pfn.inference import PFN
 from pfn.model import KVCache
-from pfn.preprocessing import MemberTransform, QuantileTarget, TablePreprocessor, member_transform
+from pfn.preprocessing import (
+    FLOAT_MAX,
+    MemberTransform,
+    QuantileTarget,
+    TablePreprocessor,
+    TargetScale,
+    check_column_names,
+    member_transform,
+    plain,
+)
 from pfn.selection import MIN_ROWS, Selection, folds, likelihood_stacking, quadratic_stacking, select_features
 from pfn.selection import SEED as SELECTION_SEED
 
 _LOADED: dict[tuple[str, str], PFN] = {}
+ROW_BLOCK = 64  # test rows go through the model in whole blocks (zero-padded), see _member_forward
 
 
 def _load(model: str, device: str) -> PFN:
@@ -113,15 +123,15 @@ class _PFNBase(BaseEstimator):
 
     def _check_params(self) -> None:
         if not (isinstance(self.n_estimators, (int, np.integer)) and self.n_estimators >= 1):
-            raise ValueError(f"n_estimators must be an integer >= 1, got {self.n_estimators!r}")
+            raise ValueError(f"n_estimators must be an integer >= 1, got {plain(self.n_estimators)!r}")
         for name in ("max_train_rows", "batch_size"):
             value = getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise ValueError(f"{name} must be an integer >= 1, got {plain(value)!r}")
         for name in ("select_features", "weight_members"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
+                raise ValueError(f"{name} must be True or False, got {plain(value)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -132,10 +142,22 @@ class _PFNBase(BaseEstimator):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
 
     def _frame(self, X: Any, reset: bool) -> pd.DataFrame:
-        """Validate X (shape, names, column count) and return it as a DataFrame."""
+        """Validate X (shape, names, column count) and return it as a DataFrame. A DataFrame's
+        columns are checked one by one later (pfn.preprocessing.column_kind), never as one mixed
+        array; other input goes through scikit-learn's check_array (sparse input is refused)."""
+        if isinstance(X, pd.DataFrame):
+            check_column_names(X)
+            for size, what in zip(X.shape, ("sample", "feature"), strict=True):
+                if size == 0:
+                    raise ValueError(
+                        f"Found array with 0 {what}(s) (shape={X.shape}) while a minimum of 1 is required "
+                        f"by {type(self).__name__}."
+                    )
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            return X
         array = check_array(X, dtype=None, ensure_all_finite=False, estimator=self)
-        validate_data(self, X if isinstance(X, pd.DataFrame) else array, reset=reset, skip_check_array=True)
-        return X if isinstance(X, pd.DataFrame) else pd.DataFrame(array)
+        validate_data(self, array, reset=reset, skip_check_array=True)
+        return pd.DataFrame(array)
 
     def _transformed(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "members_")
@@ -145,7 +167,7 @@ class _PFNBase(BaseEstimator):
 
     def _fit_members(self, frame: pd.DataFrame, y: np.ndarray, stratify: np.ndarray | None) -> None:
         """Preprocess, then build each member with its train keys/values cached.
-        frame: validated X (see _frame); y: encoded targets [n] (class ids or standardised floats)."""
+        frame: validated X (see _frame); y: targets [n] as fit passes them (see _targets)."""
         self._check_params()
         if len(y) != len(frame):
             raise ValueError(f"X has {len(frame)} rows but y has {len(y)}")
@@ -157,6 +179,7 @@ class _PFNBase(BaseEstimator):
             raise ValueError(
                 f"{type(self).__name__} needs a {self._task} model, but {self.model!r} is a {self.pfn_.task} model"
             )
+        y = self._targets(y)  # [n]
         selection = self._selection(x, y, stratify)
         self.features_, self.wide_features_, self.selection_scores_ = selection.best, selection.wide, selection.scores
         rng = check_random_state(self.random_state)
@@ -167,6 +190,11 @@ class _PFNBase(BaseEstimator):
             self._build(plan, transform, x[plan.rows], y[plan.rows])
             for plan, transform in zip(plans, transforms, strict=True)
         ]
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """The encoded targets [n] the members are fitted on (class ids or standardised floats),
+        from the targets [n] that fit passed on (the model is loaded)."""
+        raise NotImplementedError
 
     def _validation_rows(self, n: int, stratify: np.ndarray | None) -> np.ndarray:
         """The train rows that in-context validation uses: all, or a fixed-seed subsample of
@@ -306,12 +334,18 @@ class _PFNBase(BaseEstimator):
         return np.concatenate(results)
 
     def _member_forward(self, member: _Member, x: np.ndarray) -> np.ndarray:
-        """The model's outputs [m, K] for preprocessed test rows x [m, f] seen by one member."""
+        """The model's outputs [m, K] for preprocessed test rows x [m, f] seen by one member.
+        The rows are zero-padded to whole blocks of ``ROW_BLOCK``: matrix products pick their
+        kernels by the row count, and below 16 rows they round differently, so without the
+        padding a row's output would depend on how many rows it is predicted with."""
         x_member = x[:, member.features]
         if member.transform is not None:
             x_member = member.transform.transform(x_member).astype(np.float32)
-        xq, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, m, F], [1]
-        return self.pfn_.predict_test(member.cache, xq, used)[0].cpu().numpy()  # [m, K]
+        m = len(x_member)
+        padded = np.zeros((-(-m // ROW_BLOCK) * ROW_BLOCK, x_member.shape[1]), dtype=np.float32)  # [m', f']
+        padded[:m] = x_member
+        xq, used = self.pfn_.pad_features(torch.as_tensor(padded)[None])  # [1, m', F], [1]
+        return self.pfn_.predict_test(member.cache, xq, used)[0, :m].cpu().numpy()  # [m, K]
 
 
 def _needs_targets(transform: TransformerMixin) -> bool:
@@ -410,12 +444,16 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"y has only one class ({self.classes_[0]!r}); a classifier needs at least two")
+            raise ValueError(f"y has only one class ({plain(self.classes_[0])!r}); a classifier needs at least two")
         temperature = self.softmax_temperature
         if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"softmax_temperature must be None or > 0, got {temperature!r}")
+            raise ValueError(f"softmax_temperature must be None or > 0, got {plain(temperature)!r}")
         self._fit_members(frame, encoded, stratify=encoded)
         return self
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """The class ids as they are."""
+        return y
 
     def _plain_transform(self, index: int) -> MemberTransform:
         """None, quantile, power in turn by member index."""
@@ -486,7 +524,10 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
 class PFNRegressor(RegressorMixin, _PFNBase):
     """A PFN as a scikit-learn regressor with a full predictive distribution per row.
 
-    Targets are standardised with the train rows' mean and standard deviation and mapped back.
+    Targets are standardised robustly (pfn.preprocessing.TargetScale: the mean and standard
+    deviation of the targets winsorised at the median ± 10 robust standard deviations, the scale
+    widened for few rows, |y| / √n for targets without spread) and mapped back; the model sees them
+    clipped to its buckets' range, so that the bar distribution's tails carry outliers.
     Every second member (1, 3, ...) sees them through a quantile transform to a normal shape
     fitted on the train targets, so that skewed and heavy-tailed targets fall where the model's
     buckets are fine; its distribution is mapped back onto the model's buckets. Members 1 and 3
@@ -503,17 +544,23 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     _default_model = "tabular-reg"
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
-        """Preprocess the train rows, standardise y and cache the members' keys/values."""
+        """Preprocess the train rows, standardise y and cache the members' keys/values. The
+        standardisation is ``y_mean_`` (location) and ``y_scale_`` (see pfn.preprocessing.TargetScale)."""
         self._check_y_given(y)
         frame = self._frame(X, reset=True)
         y = column_or_1d(
             check_array(y, ensure_2d=False, dtype=np.float64, ensure_all_finite=True, input_name="y"), warn=True
         )
-        self.y_mean_ = float(np.mean(y))
-        spread = float(np.std(y))
-        self.y_scale_ = spread if spread > 1e-12 * max(1.0, abs(self.y_mean_)) else 1e-12 * max(1.0, abs(self.y_mean_))
-        self._fit_members(frame, ((y - self.y_mean_) / self.y_scale_).astype(np.float32), stratify=None)
+        self.target_scale_ = TargetScale().fit(y)
+        self.y_mean_, self.y_scale_ = self.target_scale_.loc, self.target_scale_.scale
+        self._fit_members(frame, y, stratify=None)
         return self
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """Standardised targets, clipped to the range of the model's buckets (beyond which its
+        prior had no targets): the tail buckets carry what lies outside."""
+        borders = self.pfn_.borders
+        return np.clip(self.target_scale_.transform(y), float(borders[0]), float(borders[-1])).astype(np.float32)
 
     def _held_out_score(
         self, x_context: np.ndarray, y_context: np.ndarray, x_held: np.ndarray, y_held: np.ndarray
@@ -600,7 +647,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 class PredictiveDistribution:
     """Predictive distributions of m rows on the original target scale: loc + scale · Z, with
-    Z a bar distribution. Numpy in, numpy out."""
+    Z a bar distribution. Numpy in, numpy out. Values beyond the float64 range saturate at
+    ±1.8e308 instead of overflowing."""
 
     def __init__(self, bar: BarDistribution, loc: float, scale: float) -> None:
         self.bar = bar
@@ -608,17 +656,23 @@ class PredictiveDistribution:
         self.scale = scale
 
     def _z(self, y: Any) -> torch.Tensor:
-        return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.loc) / self.scale)
+        with np.errstate(over="ignore"):
+            return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.loc) / self.scale)
+
+    def _y(self, z: torch.Tensor) -> np.ndarray:
+        """Original-scale values of standardised ones."""
+        with np.errstate(over="ignore"):
+            return np.clip(self.loc + self.scale * z.numpy(), -FLOAT_MAX, FLOAT_MAX)
 
     def mean(self) -> np.ndarray:
-        return self.loc + self.scale * self.bar.mean().numpy()
+        return self._y(self.bar.mean())
 
     def median(self) -> np.ndarray:
-        return self.loc + self.scale * self.bar.median().numpy()
+        return self._y(self.bar.median())
 
     def quantile(self, q: Any) -> np.ndarray:
         """q scalar -> [m]; q 1-D of length Q -> [m, Q]."""
-        return self.loc + self.scale * self.bar.quantile(q).numpy()
+        return self._y(self.bar.quantile(q))
 
     def interval(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
         """The central interval holding probability ``alpha`` (scipy's convention): (lower, upper)."""
@@ -636,4 +690,4 @@ class PredictiveDistribution:
     def sample(self, n: int, random_state: int | None = None) -> np.ndarray:
         """n draws per row: [n, m]."""
         seed = check_random_state(random_state).randint(2**31)
-        return self.loc + self.scale * self.bar.sample(n, torch.Generator().manual_seed(int(seed))).numpy()
+        return self._y(self.bar.sample(n, torch.Generator().manual_seed(int(seed))))
