@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,12 @@ from torch import Tensor
 from pfn.checkpoint import load_model_files
 from pfn.heads import BarDistribution
 from pfn.model import KVCache, ModelConfig, PFNTransformer
+
+# predict computes in float32 while every |input| is at most FLOAT32_SAFE (the shipped models'
+# float32 outputs break down between 1e18 and 1e19, where the first normalisation's variance
+# overflows), in float64 up to FLOAT64_SAFE (that variance overflows float64 near 1e154).
+FLOAT32_SAFE = 1e15
+FLOAT64_SAFE = 1e100
 
 
 class PFN:
@@ -67,10 +74,13 @@ class PFN:
         """Validate and batch inputs: x_train [B, n, F], y_train [B, n], x_test [B, m, F] (padded
         to the model's feature count), n_features [B], and whether a batch dim was given.
         ``n_features`` [B] (batched inputs only): each dataset's used (leading) columns, the rest
-        being zeros, so datasets of different widths share one forward pass."""
+        being zeros, so datasets of different widths share one forward pass. The tensors are
+        float32, or float64 when some |value| exceeds FLOAT32_SAFE (see :meth:`predict`)."""
         xt = _as_float_tensor(x_train, "x_train")
         yt = _as_float_tensor(y_train, "y_train")
         xq = _as_float_tensor(x_test, "x_test")
+        wide = any(float(t.abs().max()) > FLOAT32_SAFE for t in (xt, yt, xq) if t.numel())
+        xt, yt, xq = (t if wide else t.float() for t in (xt, yt, xq))
         batched = xt.ndim == 3
         if not batched:
             if xt.ndim != 2 or yt.ndim != 1 or xq.ndim != 2:
@@ -141,31 +151,61 @@ class PFN:
     def predict_test(self, cache: KVCache, x_test: Tensor, n_features: Tensor) -> Tensor:
         """fp32 outputs [B, m, K] for x_test [B, m, F] given ``cache`` from :meth:`encode_train`."""
         with self.inference():
-            return self.model.predict_test(cache, x_test.to(self.device), n_features.to(self.device)).float()
+            out = self.model.predict_test(cache, x_test.to(self.device), n_features.to(self.device)).float()
+        return _finite_outputs(out, x_test)
 
     def predict(self, x_train: Any, y_train: Any, x_test: Any, n_features: Any = None) -> BarDistribution | Tensor:
         """One forward pass. Regression: a BarDistribution over y_test [m] (or [B, m]);
         classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes.
-        ``n_features`` [B]: per-dataset column counts of zero-padded batched inputs (see prepare)."""
+        ``n_features`` [B]: per-dataset column counts of zero-padded batched inputs (see prepare).
+
+        Inputs with some |value| above FLOAT32_SAFE (1e15) run through a float64 copy of the
+        network (in float32 its first normalisation overflows from about 1e19 and is inexact
+        before); above FLOAT64_SAFE (1e100) they are refused, as are NaN and infinite values."""
         xt, yt, xq, n_features, batched = self.prepare(x_train, y_train, x_test, n_features)
         device = self.device
-        with self.inference():
-            rows = torch.cat([xt, xq], dim=1).to(device)  # [B, n + m, F], train rows first
-            out = self.model(rows, yt.to(device), n_features.to(device)).float()  # [B, m, K]
-        out = out if batched else out[0]
+        rows = torch.cat([xt, xq], dim=1).to(device)  # [B, n + m, F], train rows first
+        if rows.dtype == torch.float64:
+            with torch.inference_mode():
+                model = copy.deepcopy(self.model).double()
+                out = model(rows, yt.to(device), n_features.to(device)).float()  # [B, m, K]
+        else:
+            with self.inference():
+                out = self.model(rows, yt.to(device), n_features.to(device)).float()  # [B, m, K]
+        out = _finite_outputs(out if batched else out[0], rows, yt)
         if self.task == "classification":
             return out.softmax(-1)
         return BarDistribution(self.borders.to(self.device), out, self.tail_scales)
 
 
+def _finite_outputs(out: Tensor, *inputs: Tensor) -> Tensor:
+    """``out`` if it is finite; else a ValueError naming the inputs' largest magnitude."""
+    if bool(torch.isfinite(out).all()):
+        return out
+    largest = max(float(t.abs().max()) for t in inputs if t.numel())
+    raise ValueError(
+        f"the network's outputs are not finite for these inputs (largest |value| {largest:.3g}): "
+        "rescale x and y to the range of the model's prior (its card's 'prior'), e.g. standardise them"
+    )
+
+
 def _as_float_tensor(value: Any, name: str) -> Tensor:
+    """``value`` as a float64 tensor (on its device if a tensor), refused if it is not numeric,
+    holds NaN or infinite values, or holds values beyond FLOAT64_SAFE."""
+    if isinstance(value, Tensor) and value.is_complex():
+        raise ValueError(f"{name} must be real numbers, got a {value.dtype} tensor")
     try:
-        t = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, Tensor) else value)
+        t = value.detach().double() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value, np.float64))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} must be numeric: {error}") from None
-    t = t.float()
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values: drop or impute those rows first")
+    largest = float(t.abs().max()) if t.numel() else 0.0
+    if largest > FLOAT64_SAFE:
+        raise ValueError(
+            f"{name} holds values up to {largest:.3g} in magnitude, beyond what the network can compute with "
+            f"(|value| <= {FLOAT64_SAFE:.0e}): rescale it to the range of the model's prior, e.g. standardise it"
+        )
     return t
 
 

@@ -1,9 +1,12 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
 from helpers import tiny_config
 
 import pfn
+from pfn import inference
 from pfn.heads import BarDistribution
 from pfn.train import train
 
@@ -105,3 +108,57 @@ def test_classification_labels_are_checked(tmp_path):
     model = pfn.load(tmp_path)
     with pytest.raises(ValueError, match=r"class labels 0..3"):
         model.predict(np.zeros((3, 3)), np.array([0, 1, 7]), np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("name", ["gp", "tabular-clf"])
+def test_huge_inputs_give_the_limit_of_growing_inputs_not_nan(name):
+    """Far from the prior the network's output stops changing as the inputs grow (its
+    normalisations are scale-free): float32 reaches that limit by 1e12, and from FLOAT32_SAFE on
+    predict computes in float64, where float32 went NaN (1e20) or wrong (1e19)."""
+    model = pfn.load(name)
+    rng = np.random.default_rng(0)
+    x, x_test = rng.random((20, 2)), rng.random((5, 2))
+    y = np.sin(6 * x[:, 0]) if model.task == "regression" else (x[:, 0] > 0.5).astype(float)
+
+    def output(scale_x, scale_y=1.0):
+        out = model.predict(x * scale_x, y * scale_y, x_test * scale_x)
+        return out.logits if model.task == "regression" else out
+
+    limit = output(1e12)
+    assert inference.FLOAT32_SAFE == 1e15
+    for scale in (0.99e15, 1.01e15, 1e19, 1e20, 1e39, 1e90):
+        out = output(scale)
+        assert bool(torch.isfinite(out).all())
+        torch.testing.assert_close(out, limit, atol=2e-3, rtol=2e-3)
+    if model.task == "classification":
+        torch.testing.assert_close(output(1e20).sum(-1), torch.ones(5))
+    else:
+        torch.testing.assert_close(output(1.0, 1e20), output(1.0, 1e12), atol=2e-3, rtol=2e-3)
+
+
+def test_inputs_beyond_float64s_reach_are_refused(model):
+    x = np.zeros((5, 3))
+    with pytest.raises(ValueError, match=r"y_train holds values up to 1e\+200 in magnitude, .*rescale it"):
+        model.predict(x, np.full(5, 1e200), x[:2])
+    with pytest.raises(ValueError, match=r"x_test holds values up to 1e\+101"):
+        model.predict(x, np.zeros(5), np.full((2, 3), -1e101))
+
+
+def test_non_finite_outputs_are_refused_not_returned(model):
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.model.decoder[-1].bias[0] = float("nan")
+    x = np.zeros((5, 3))
+    with pytest.raises(
+        ValueError, match=r"the network's outputs are not finite for these inputs \(largest \|value\| 1\)"
+    ):
+        broken.predict(x, np.ones(5), x[:2])
+    xt, yt, xq, used, _ = broken.prepare(x, np.ones(5), x[:2])
+    with pytest.raises(ValueError, match="the network's outputs are not finite"):
+        broken.predict_test(broken.encode_train(xt, yt, used), xq, used)
+
+
+def test_complex_inputs_are_refused(model):
+    x = torch.zeros(5, 3, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="x_train must be real numbers, got a torch.complex64 tensor"):
+        model.predict(x, np.zeros(5), np.zeros((2, 3)))
