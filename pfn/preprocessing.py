@@ -2,8 +2,8 @@
 
 Steps for X: column typing (numeric, categorical, datetime or timedelta; :func:`column_kinds`),
 ordinal encoding of categoricals, datetimes as seconds since 1970-01-01 UTC and timedeltas as
-seconds (:func:`column_values`), an exact power-of-two rescaling of columns beyond ±2**480
-(:class:`PowerOfTwoScale`, so that no statistic overflows), median imputation with a
+seconds (:func:`column_values`), an exact power-of-two rescaling of every column to magnitudes below 1
+(:class:`PowerOfTwoScale`, so that no statistic overflows or underflows), median imputation with a
 missing-value indicator column for every column that had NaN in the train rows, removal of
 constant and duplicate columns, robust scaling (median, IQR / 1.349) and soft clipping of
 outliers (c · asinh(x / c), near the identity inside ±c). Ensemble members then apply one more
@@ -36,8 +36,8 @@ from sklearn.preprocessing import (
 )
 
 CLIP = 4.0
-MAX_EXPONENT = 480  # columns and targets are rescaled by powers of two to within ±2**480
 FLOAT_MAX = float(np.finfo(np.float64).max)
+BEYOND = 64  # new feature values count as at most 2**BEYOND times the fit rows' largest magnitude
 IQR_TO_SD = 1.349  # the interquartile range of a normal in standard deviations
 WINSOR = 10.0  # robust standard deviations from the median beyond which targets are clipped for the statistics
 INTERVAL = 0.9  # the central interval whose few-row width TargetScale matches (see few_rows_factor)
@@ -53,28 +53,31 @@ def plain(value: Any) -> Any:
 
 
 def soft_clip(x: np.ndarray) -> np.ndarray:
-    """CLIP · asinh(x / CLIP): identity near 0, logarithmic beyond ±CLIP (±inf, from an
-    overflow in scaling, counts as the largest float)."""
-    return CLIP * np.arcsinh(np.clip(x, -FLOAT_MAX, FLOAT_MAX) / CLIP)
+    """CLIP · asinh(x / CLIP): identity near 0, logarithmic beyond ±CLIP."""
+    return CLIP * np.arcsinh(x / CLIP)
 
 
 def power_of_two_shift(values: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """The exponents e >= 0 (per ``axis`` reduction) with |values| / 2**e < 2**MAX_EXPONENT, NaN ignored."""
-    magnitude = np.nanmax(np.abs(values), axis=axis, initial=0.0)
-    return np.maximum(np.frexp(magnitude)[1] - MAX_EXPONENT, 0)
+    """The exponents e (per ``axis`` reduction) with max |values| / 2**e in [0.5, 1) (0 where
+    all are 0), NaN ignored."""
+    return np.frexp(np.nanmax(np.abs(values), axis=axis, initial=0.0))[1]
 
 
 class PowerOfTwoScale(TransformerMixin, BaseEstimator):
-    """Divides each column by a power of two (exact) so that its fit rows lie within
-    ±2**MAX_EXPONENT: medians, quantiles and differences of them then cannot overflow.
-    Columns already inside are left as they are; scaling further on is scale-free."""
+    """Divides each column by a power of two (exactly) so that its fit rows' largest magnitude
+    lies in [0.5, 1): sums, differences and squares of them then neither overflow nor
+    underflow, and scikit-learn's RobustScaler (which takes scales below 10 · eps for 0) reads
+    a column of 1e-300s as it reads one of 1s. The later steps are scale-free, so this changes
+    nothing else. New values beyond 2**64 times the fit rows' largest magnitude count as that
+    (the soft clip puts them beyond 170 anyway)."""
 
     def fit(self, X: np.ndarray, y: object = None) -> PowerOfTwoScale:
         self.shift_ = power_of_two_shift(X, axis=0)  # [f]
+        self.bound_ = np.ldexp(1.0, np.minimum(self.shift_ + BEYOND, 1023))  # [f] on X's scale
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return np.ldexp(X, -self.shift_)
+        return np.ldexp(np.clip(X, -self.bound_, self.bound_), -self.shift_)
 
 
 class DropConstantAndDuplicateColumns(TransformerMixin, BaseEstimator):
@@ -114,7 +117,7 @@ def column_kind(series: pd.Series) -> ColumnKind:
     if isinstance(dtype, pd.SparseDtype):
         raise TypeError(f"column {name!r} is sparse ({dtype}); pass a dense table (DataFrame.sparse.to_dense())")
     inferred = pd.api.types.infer_dtype(series, skipna=True) if dtype == object else None
-    if pd.api.types.is_complex_dtype(dtype) or inferred == "complex":
+    if pd.api.types.is_complex_dtype(dtype) or inferred == "complex" or _numbers(series).dtype.kind == "c":
         raise TypeError(
             f"column {name!r} holds complex numbers; pass their real and imaginary parts as two columns "
             "(np.real, np.imag)"
@@ -166,11 +169,17 @@ def _listed_columns(frame: pd.DataFrame, categorical_features: Sequence[int | st
     return positions
 
 
-def _is_numeric_object(series: pd.Series) -> bool:
+def _numbers(series: pd.Series) -> pd.Series:
+    """An object column's non-missing values as numbers (NaN where not a number); other
+    columns: an empty float series."""
     if series.dtype != object:
-        return False
-    values = series.dropna()
-    return len(values) > 0 and pd.to_numeric(values, errors="coerce").notna().all()
+        return pd.Series([], dtype=np.float64)
+    return pd.to_numeric(series.dropna(), errors="coerce")
+
+
+def _is_numeric_object(series: pd.Series) -> bool:
+    numbers = _numbers(series)
+    return len(numbers) > 0 and bool(numbers.notna().all())
 
 
 def column_values(series: pd.Series, kind: ColumnKind) -> np.ndarray:
@@ -224,15 +233,13 @@ class TablePreprocessor:
                 ("clip", FunctionTransformer(soft_clip)),
             ]
         )
-        with np.errstate(over="ignore"):  # scaling may overflow to ±inf, which soft_clip bounds
-            self.pipeline_.fit(self._matrix(frame))
+        self.pipeline_.fit(self._matrix(frame))
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Float32 matrix [n, f] with no NaN or inf."""
         check_column_names(frame)
-        with np.errstate(over="ignore"):
-            return self.pipeline_.transform(self._matrix(frame)).astype(np.float32)
+        return self.pipeline_.transform(self._matrix(frame)).astype(np.float32)
 
     def _categories(self, frame: pd.DataFrame) -> np.ndarray:
         part = frame.iloc[:, self.categorical_].astype(object)
@@ -422,12 +429,13 @@ class TargetScale:
     few rows (:func:`few_rows_factor`). Targets without spread (one row, a constant) give no
     scale; they get |location| / √n (1 / √n at 0), the standard deviation had one more row at
     distance |location| been seen: one row's magnitude, shrinking as more equal rows come. The statistics are computed on the targets divided
-    by a power of two, so none overflows anywhere in the float64 range."""
+    by a power of two (largest magnitude in [0.5, 1)), so none overflows or underflows anywhere
+    in the float64 range."""
 
     def fit(self, y: np.ndarray) -> TargetScale:
         y = np.asarray(y, dtype=np.float64)
         self.shift_ = int(power_of_two_shift(y))
-        u = np.ldexp(y, -self.shift_)  # [n], within ±2**MAX_EXPONENT
+        u = np.ldexp(y, -self.shift_)  # [n], within ±1
         if np.ptp(u) == 0:
             self.location_ = float(u[0])
             self.spread_ = (abs(self.location_) or 1.0) / math.sqrt(len(u))
