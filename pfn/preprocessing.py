@@ -116,7 +116,7 @@ def column_kind(series: pd.Series) -> ColumnKind:
     dtype, name = series.dtype, plain(series.name)
     if isinstance(dtype, pd.SparseDtype):
         raise TypeError(f"column {name!r} is sparse ({dtype}); pass a dense table (DataFrame.sparse.to_dense())")
-    inferred = pd.api.types.infer_dtype(series, skipna=True) if dtype == object else None
+    inferred = pd.api.types.infer_dtype(series, skipna=True) if dtype is np.dtype(object) else None
     if pd.api.types.is_complex_dtype(dtype) or inferred == "complex" or _numbers(series).dtype.kind == "c":
         raise TypeError(
             f"column {name!r} holds complex numbers; pass their real and imaginary parts as two columns "
@@ -428,9 +428,9 @@ class TargetScale:
     without outliers they are the plain mean and standard deviation. The scale is widened for
     few rows (:func:`few_rows_factor`). Targets without spread (one row, a constant) give no
     scale; they get |location| / √n (1 / √n at 0), the standard deviation had one more row at
-    distance |location| been seen: one row's magnitude, shrinking as more equal rows come. The statistics are computed on the targets divided
-    by a power of two (largest magnitude in [0.5, 1)), so none overflows or underflows anywhere
-    in the float64 range."""
+    distance |location| been seen: one row's magnitude, shrinking as more equal rows come. The
+    statistics are computed on the targets divided by a power of two (largest magnitude in
+    [0.5, 1)), so none overflows or underflows anywhere in the float64 range."""
 
     def fit(self, y: np.ndarray) -> TargetScale:
         y = np.asarray(y, dtype=np.float64)

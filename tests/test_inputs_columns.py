@@ -98,7 +98,9 @@ def test_datetimes_are_seconds_since_the_epoch_whatever_their_dtype():
     assert column_kind(delta) == "timedelta"
     np.testing.assert_array_equal(column_values(delta, "timedelta"), [1.5, 172800.0, np.nan])
     late = pd.Series(pd.to_datetime(["3000-01-01"]).as_unit("s"))  # beyond datetime64[ns]
-    np.testing.assert_array_equal(column_values(late, "datetime"), [(pd.Timestamp("3000-01-01") - EPOCH).total_seconds()])
+    np.testing.assert_array_equal(
+        column_values(late, "datetime"), [(pd.Timestamp("3000-01-01") - EPOCH).total_seconds()]
+    )
 
 
 def test_datetime_predictions_do_not_depend_on_the_unit_or_time_zone():
@@ -119,7 +121,9 @@ def test_datetime_predictions_do_not_depend_on_the_unit_or_time_zone():
 
 
 def test_nat_is_missing_with_an_indicator():
-    frame = pd.DataFrame({"when": pd.to_datetime(["2020-01-01", None, "2020-01-03", "2020-01-02"]), "x": [1.0, 2, 3, 4]})
+    frame = pd.DataFrame(
+        {"when": pd.to_datetime(["2020-01-01", None, "2020-01-03", "2020-01-02"]), "x": [1.0, 2, 3, 4]}
+    )
     matrix = TablePreprocessor().fit(frame).transform(frame)
     assert np.isfinite(matrix).all() and matrix.shape[1] == 3  # when, x, and when's missing indicator
 

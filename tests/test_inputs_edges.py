@@ -115,7 +115,8 @@ def test_a_rows_prediction_does_not_depend_on_its_batch(make):
     rng = np.random.default_rng(4)
     X = rng.normal(size=(150, 4))
     y = X[:, 0] + X[:, 1] ** 2
-    est = make(n_estimators=2, random_state=0, show_progress=False).fit(X[:100], y[:100] > 1 if make is PFNClassifier else y[:100])
+    y_train = y[:100] > 1 if make is PFNClassifier else y[:100]
+    est = make(n_estimators=2, random_state=0, show_progress=False).fit(X[:100], y_train)
     method = est.predict_proba if make is PFNClassifier else lambda rows: est.predict_quantiles(rows, [0.1, 0.5, 0.9])
     full = method(X)
     for size in (1, 7, 64, 65):
