@@ -525,9 +525,9 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     """A PFN as a scikit-learn regressor with a full predictive distribution per row.
 
     Targets are standardised robustly (pfn.preprocessing.TargetScale: the mean and standard
-    deviation of the targets winsorised at the median ± 10 robust standard deviations, the scale
-    widened for few rows, |y| / √n for targets without spread) and mapped back; the model sees them
-    clipped to its buckets' range, so that the bar distribution's tails carry outliers.
+    deviation of the targets winsorised at quantile-based fences, the scale widened for few rows,
+    |y| / √n for targets without spread) and mapped back; the model sees them clipped to its
+    buckets' range, so that the bar distribution's tails carry outliers.
     Every second member (1, 3, ...) sees them through a quantile transform to a normal shape
     fitted on the train targets, so that skewed and heavy-tailed targets fall where the model's
     buckets are fine; its distribution is mapped back onto the model's buckets. Members 1 and 3

@@ -38,8 +38,9 @@ from sklearn.preprocessing import (
 CLIP = 4.0
 FLOAT_MAX = float(np.finfo(np.float64).max)
 BEYOND = 64  # new feature values count as at most 2**BEYOND times the fit rows' largest magnitude
-IQR_TO_SD = 1.349  # the interquartile range of a normal in standard deviations
-WINSOR = 10.0  # robust standard deviations from the median beyond which targets are clipped for the statistics
+FENCE_TAIL = 0.01  # target fences start from the 1% and 99% quantiles ...
+FENCE_ROWS = 3  # ... or further in, so that at least 3 rows lie beyond each (at most the quartiles)
+FENCE = 5.0  # ... and lie this many times the quantile's distance from the median beyond it
 INTERVAL = 0.9  # the central interval whose few-row width TargetScale matches (see few_rows_factor)
 EPOCH = pd.Timestamp("1970-01-01")
 SECOND = pd.Timedelta(seconds=1)
@@ -422,10 +423,13 @@ def few_rows_factor(n: int) -> float:
 
 class TargetScale:
     """Robust standardisation of regression targets y [n] (finite floats). Location and scale are
-    the mean and standard deviation (ddof 1, as the prior's) of the targets winsorised at the
-    median ± ``WINSOR`` robust standard deviations (IQR / 1.349, or the mean absolute deviation
-    from the median · sqrt(π/2) where the IQR is 0): a few wild targets cannot move them, and
-    without outliers they are the plain mean and standard deviation. The scale is widened for
+    the mean and standard deviation (ddof 1, as the prior's) of the targets winsorised at fences
+    q_t - 5 (median - q_t) and q_(1-t) + 5 (q_(1-t) - median) beyond the t and 1 - t quantiles
+    (t = 1%, or more so that 3 rows lie beyond each, at most 25%; where a quantile is the median,
+    the mean absolute deviation from it stands in): a few wild targets (up to 1% of the rows,
+    and at least 3) cannot move them, each tail's fence grows with that tail (a skewed target
+    keeps its long tail), and without outliers they are the plain mean and standard deviation.
+    The scale is widened for
     few rows (:func:`few_rows_factor`). Targets without spread (one row, a constant) give no
     scale; they get |location| / √n (1 / √n at 0), the standard deviation had one more row at
     distance |location| been seen: one row's magnitude, shrinking as more equal rows come. The
@@ -440,10 +444,11 @@ class TargetScale:
             self.location_ = float(u[0])
             self.spread_ = (abs(self.location_) or 1.0) / math.sqrt(len(u))
             return self
-        median = float(np.median(u))
-        q25, q75 = np.percentile(u, [25, 75])
-        robust = (q75 - q25) / IQR_TO_SD or float(np.mean(np.abs(u - median))) * math.sqrt(math.pi / 2)
-        kept = np.clip(u, median - WINSOR * robust, median + WINSOR * robust)
+        tail = min(max(FENCE_TAIL, FENCE_ROWS / len(u)), 0.25)
+        low, median, high = np.quantile(u, [tail, 0.5, 1 - tail])
+        deviation = float(np.mean(np.abs(u - median)))
+        below, above = (median - low) or deviation, (high - median) or deviation
+        kept = np.clip(u, low - FENCE * below, high + FENCE * above)
         self.location_ = float(np.mean(kept))
         self.spread_ = float(np.std(kept, ddof=1)) * few_rows_factor(len(u))
         return self
