@@ -70,6 +70,9 @@ BENCH_OPTIONS = {
     "repeats": "repeats",
     "learners": "learner_names",
     "docs": "docs",
+    "config": "config",
+    "arms": "arms",
+    "budget": "budget_minutes",
 }
 
 
@@ -112,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, help="tabular: train/test splits per table (default 5)")
     b.add_argument("--learners", nargs="+", help="tabular: run only these learners, merged into --out's results")
     b.add_argument("--docs", help="tabular: splice the report into this Markdown file (between markers)")
+    b.add_argument("--config", help="recipe: the base run config of the ladder (default configs/gp.toml)")
+    b.add_argument("--arms", nargs="+", help="recipe: arms to train, e.g. baseline muon muon+thinking-16")
+    b.add_argument("--budget", type=float, help="recipe: process CPU minutes of training per arm (default 30)")
     b.set_defaults(run=_bench)
     d = sub.add_parser("demo", help="PFN estimators next to classic learners on scikit-learn's datasets")
     d.set_defaults(run=_demo)

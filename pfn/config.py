@@ -40,6 +40,12 @@ class TrainConfig:
     autocast on the training device and trains in the faster (see pfn.train.choose_precision).
     compile: run the model under ``torch.compile`` (dynamic shapes); it needs a C++ compiler on
     CPUs. Measured gains: docs/benchmarks.md, "Training throughput".
+    optimizer: "adamw" for every weight, or "muon": Muon (orthogonalised momentum, its update
+    scaled to AdamW's RMS so the same lr serves both) for the 2-D weights of the blocks and the
+    decoder's hidden layer, AdamW for embeddings, biases, norms and the output layer.
+    average_last, average_every: with average_last > 0, a snapshot of the weights is taken every
+    average_every steps and the written model is the mean of the latest average_last snapshots
+    (latest weight averaging); 0 writes the current weights.
     """
 
     steps: int = 1000
@@ -61,6 +67,9 @@ class TrainConfig:
     log_every: int = 50
     border_datasets: int = 2000
     init_from: str = ""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    average_last: int = 0
+    average_every: int = 0
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "accumulation", "n_rows", "min_train", "checkpoint_every", "log_every")
@@ -87,6 +96,13 @@ class TrainConfig:
             raise ConfigError(f"train.compile must be true or false, got {self.compile!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"train.optimizer must be 'adamw' or 'muon', got {self.optimizer!r}")
+        if self.average_last < 0 or (self.average_last > 0) != (self.average_every > 0):
+            raise ConfigError(
+                "train.average_last and train.average_every must both be 0 (no averaging) or both > 0, got "
+                f"{self.average_last} and {self.average_every}"
+            )
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0 or self.weight_decay < 0:
             raise ConfigError("train.lr and train.grad_clip must be > 0, warmup_steps and weight_decay >= 0")
 

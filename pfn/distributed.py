@@ -41,13 +41,17 @@ class Processes:
         per_rank = batch_size // self.world_size
         return range(self.rank * per_rank, (self.rank + 1) * per_rank)
 
-    def mean(self, value: float, device: torch.device) -> float:
-        """The mean of ``value`` over all ranks."""
+    def sum(self, value: float, device: torch.device) -> float:
+        """The sum of ``value`` over all ranks."""
         if self.backend is None:
             return value
         t = torch.tensor([value], dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
         dist.all_reduce(t)
-        return float(t.item()) / self.world_size
+        return float(t.item())
+
+    def mean(self, value: float, device: torch.device) -> float:
+        """The mean of ``value`` over all ranks."""
+        return self.sum(value, device) / self.world_size
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (a resumed state reaches ranks without shared storage)."""

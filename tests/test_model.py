@@ -7,11 +7,22 @@ from conftest import gen
 import pfn.model
 from pfn.model import ModelConfig, PFNTransformer, attention
 
+# the architecture options that change the forward pass; each must keep the attention rule
+VARIANTS = {
+    "default": {},
+    "thinking-rms-decay": {"thinking_rows": 3, "norm": "rms", "residual_decay": 0.9},
+    "rbf": {"scalar_embedding": "rbf"},
+    "cells": {"encoder": "cells"},
+    "cells-rbf-thinking": {"encoder": "cells", "scalar_embedding": "rbf", "thinking_rows": 2},
+}
 
-def make_model(task="regression", n_outputs=20):
+
+def make_model(task="regression", n_outputs=20, **options):
     torch.manual_seed(0)
     model = PFNTransformer(
-        ModelConfig(task=task, n_features=4, n_outputs=n_outputs, d_model=32, n_layers=3, n_heads=4, d_ff=64)
+        ModelConfig(
+            task=task, n_features=4, n_outputs=n_outputs, d_model=32, n_layers=3, n_heads=4, d_ff=64, **options
+        )
     )
     for p in model.parameters():  # blocks start as the identity; make every path matter
         torch.nn.init.normal_(p, std=0.2)
@@ -25,9 +36,10 @@ def data(task="regression"):
     return x, y, torch.tensor([4, 3])
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("task", ["regression", "classification"])
-def test_a_test_row_ignores_other_test_rows(task):
-    model, (x, y, d) = make_model(task), data(task)
+def test_a_test_row_ignores_other_test_rows(task, variant):
+    model, (x, y, d) = make_model(task, **VARIANTS[variant]), data(task)
     out = model(x, y[:, :20], d)  # [2, 10, K]
     x2 = x.clone()
     x2[:, 21:] = torch.randn(2, 9, 4, generator=gen(7)) * 5  # change every test row but the first
@@ -38,9 +50,10 @@ def test_a_test_row_ignores_other_test_rows(task):
     torch.testing.assert_close(alone[:, 0], out[:, 0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("task", ["regression", "classification"])
-def test_predictions_are_invariant_to_train_row_order(task):
-    model, (x, y, d) = make_model(task), data(task)
+def test_predictions_are_invariant_to_train_row_order(task, variant):
+    model, (x, y, d) = make_model(task, **VARIANTS[variant]), data(task)
     out = model(x, y[:, :20], d)
     perm = torch.randperm(20, generator=gen(5))
     x2 = torch.cat([x[:, perm], x[:, 20:]], dim=1)
@@ -55,11 +68,14 @@ def test_predictions_depend_on_train_labels():
     assert not torch.allclose(model(x, y[:, :20], d), model(x, y2[:, :20], d))
 
 
-def test_cached_train_keys_give_the_same_outputs():
-    model, (x, y, d) = make_model(), data()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cached_train_keys_give_the_same_outputs(variant):
+    model, (x, y, d) = make_model(**VARIANTS[variant]), data()
     out = model(x, y[:, :20], d)
     cache = model.encode_train(x[:, :20], y[:, :20], d)
-    assert len(cache) == 3 and cache[0][0].shape == (2, 4, 20, 8)
+    thinking = VARIANTS[variant].get("thinking_rows", 0)
+    sequences = 2 * (4 + 1) if model.config.encoder == "cells" else 2  # cells: one per column and the target
+    assert len(cache) == 3 and cache[0][0].shape == (sequences, 4, 20 + thinking, 8)
     torch.testing.assert_close(model.predict_test(cache, x[:, 20:], d), out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model.predict_test(cache, x[:, 25:], d), out[:, 5:], rtol=1e-5, atol=1e-5)
 
@@ -105,7 +121,7 @@ def test_features_are_rescaled_by_the_used_count():
     model = make_model()
     x = torch.randn(1, 5, 4)
     x[..., 2:] = 0
-    torch.testing.assert_close(model.embed_x(x, torch.tensor([2])), model.embed_x(2 * x, torch.tensor([4])))
+    torch.testing.assert_close(model.embed_x(x, torch.tensor([2]))[0], model.embed_x(2 * x, torch.tensor([4]))[0])
 
 
 def test_config_rejects_bad_shapes():
@@ -119,3 +135,68 @@ def test_at_least_one_train_row():
     model, (x, y, d) = make_model(), data()
     with pytest.raises(ValueError, match="at least one train row"):
         model(x, y[:, :0], d)
+
+
+def test_thinking_rows_are_read_by_every_row_and_learned():
+    model, (x, y, d) = make_model(thinking_rows=2), data()
+    out = model(x, y[:, :20], d)
+    with torch.no_grad():
+        model.thinking[0] += 1.0
+    assert not torch.allclose(model(x, y[:, :20], d), out)
+    model(x, y[:, :20], d).sum().backward()
+    assert model.thinking.grad is not None and model.thinking.grad.abs().sum() > 0
+
+
+def test_residual_decay_scales_the_stream_before_each_block():
+    """With decay r the stream entering block i is r**i times what left block i - 1: with every
+    block the identity (as at initialisation) the decoder sees the embedding times r**(0+1+2)."""
+    torch.manual_seed(0)
+    config = ModelConfig(n_features=4, n_outputs=20, d_model=32, n_layers=3, n_heads=4, d_ff=64, residual_decay=0.5)
+    model = PFNTransformer(config).eval()
+    x, y, d = data()
+    seen = []
+    model.norm.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    model(x, y[:, :20], d)
+    torch.testing.assert_close(seen[0], model.embed_x(x, d)[0][:, 20:] * 0.5**3)
+
+
+def test_rms_norm_is_used_where_configured():
+    model = make_model(norm="rms")
+    assert isinstance(model.norm, torch.nn.RMSNorm) and isinstance(model.blocks[0].norm1, torch.nn.RMSNorm)
+    assert isinstance(make_model().norm, torch.nn.LayerNorm)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"norm": "batch"}, "norm must be 'layer' or 'rms'"), ({"thinking_rows": -1}, "thinking_rows must be >= 0"),
+     ({"residual_decay": 0.0}, "residual_decay must be in")],
+)
+def test_config_rejects_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**options)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_the_cell_encoder_is_invariant_to_column_order(task):
+    model, (x, y, d) = make_model(task, encoder="cells", scalar_embedding="rbf"), data(task)
+    d = torch.tensor([4, 4])
+    out = model(x, y[:, :20], d)
+    torch.testing.assert_close(model(x[:, :, [2, 0, 3, 1]], y[:, :20], d), out, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(make_model(task)(x[:, :, [2, 0, 3, 1]], y[:, :20], d), make_model(task)(x, y[:, :20], d))
+
+
+def test_the_cell_encoder_ignores_padded_columns():
+    model, (x, y, d) = make_model(encoder="cells"), data()  # d = [4, 3]: dataset 1 pads column 3
+    out = model(x, y[:, :20], d)
+    x2 = x.clone()
+    x2[1, :, 3] = 100.0
+    torch.testing.assert_close(model(x2, y[:, :20], d), out, rtol=1e-5, atol=1e-5)
+    alone = model(x[1:, :, :3], y[1:, :20], torch.tensor([3]))  # the same dataset without the padding
+    torch.testing.assert_close(alone, out[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_rbf_embedding_expands_each_value_into_bumps():
+    model = make_model(scalar_embedding="rbf")
+    bumps = model._scalars(torch.tensor([[0.0, 3.0]]))  # [1, 2, 1 + RBF_CENTRES]
+    assert bumps.shape == (1, 2, 1 + pfn.model.RBF_CENTRES) and bumps[0, 1, -1] == 1.0 and bumps[0, 0, 0] == 0.0
+    assert model.x_encoder.in_features == 4 * (1 + pfn.model.RBF_CENTRES)

@@ -9,10 +9,18 @@ from helpers import replace_train, tiny_config
 
 import pfn
 import priors
-from pfn.checkpoint import CheckpointError, load_state, read_card, resolve, save_state, shipped_names
+from pfn.checkpoint import (
+    CheckpointError,
+    load_model_files,
+    load_state,
+    read_card,
+    resolve,
+    save_state,
+    shipped_names,
+)
 from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict, load_config
 from pfn.model import ModelConfig
-from pfn.train import choose_precision, draw_sizes, learning_rate, train
+from pfn.train import build_model, build_optimizer, choose_precision, draw_sizes, learning_rate, train
 from priors import Classification, GPPrior, LinearPrior
 
 
@@ -21,7 +29,11 @@ def weights(run_dir):
     return tensors, state
 
 
-@pytest.mark.parametrize("curriculum", [{}, {"min_rows": 8}], ids=["fixed-rows", "row-curriculum"])
+@pytest.mark.parametrize(
+    "curriculum",
+    [{}, {"min_rows": 8}, {"optimizer": "muon", "average_last": 2, "average_every": 2}],
+    ids=["fixed-rows", "row-curriculum", "muon-averaged"],
+)
 def test_resume_continues_exactly(tmp_path, curriculum):
     config = tiny_config(**curriculum)
     train(config, tmp_path / "straight", progress=False)
@@ -35,6 +47,41 @@ def test_resume_continues_exactly(tmp_path, curriculum):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert state_a["curve"] == state_b["curve"] and state_b["datasets_seen"] == 6 * 4
+    model_a, model_b = (load_model_files(tmp_path / run / "model.safetensors")[1] for run in ("straight", "resumed"))
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    model = build_model(tiny_config())
+    optimizers = build_optimizer(replace_train(tiny_config(), optimizer="muon").train, model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for group in optimizers.parts["muon"].param_groups for p in group["params"]}
+    adamw = {names[id(p)] for group in optimizers.parts["optim"].param_groups for p in group["params"]}
+    assert muon == {n for n, p in model.named_parameters() if p.ndim == 2 and n.startswith("blocks.")} | {
+        "decoder.0.weight"
+    }
+    assert {"x_encoder.weight", "decoder.2.weight", "blocks.0.qkv.bias"} <= adamw and not muon & adamw
+    assert len(muon) + len(adamw) == len(names)
+    assert set(build_optimizer(tiny_config().train, model).parts) == {"optim"}
+
+
+def test_the_written_model_is_the_mean_of_the_latest_snapshots(tmp_path):
+    config = replace_train(tiny_config(), average_last=2, average_every=2, checkpoint_every=6)
+    train(config, tmp_path / "run", progress=False)
+    tensors, _ = load_state(tmp_path / "run" / "state.safetensors")
+    written = load_model_files(tmp_path / "run" / "model.safetensors")[1]
+    name = "blocks.0.qkv.weight"
+    snapshots = [tensors[f"average.{j}.{name}"] for j in range(2)]
+    torch.testing.assert_close(written[name], (snapshots[0] + snapshots[1]) / 2)
+    assert not torch.equal(snapshots[1], snapshots[0]) and torch.equal(tensors[f"model.{name}"], snapshots[1])
+
+
+def test_the_card_records_process_cpu_time(tmp_path):
+    state = train(tiny_config(), tmp_path / "run", progress=False)
+    training = read_card(tmp_path / "run" / "model.json")["training"]
+    assert training["cpu_hours_measure"] == "process CPU time"
+    assert 0 < state["cpu_seconds"] <= torch.get_num_threads() * state["wall_time_s"] + 0.5
+    assert training["cpu_hours"] == round(state["cpu_seconds"] / 3600, 3)
 
 
 def test_resume_refuses_another_config(tmp_path):
@@ -209,6 +256,9 @@ def test_a_fixed_precision_is_not_measured():
         (dict(train={"max_train": 300, "n_rows": 256}), "at least one test row"),
         (dict(train={"compile": "yes"}), "train.compile must be true or false"),
         (dict(train={"min_rows": 2, "min_train": 4}), "train.min_rows must be 0"),
+        (dict(train={"optimizer": "sgd"}), "train.optimizer must be 'adamw' or 'muon'"),
+        (dict(train={"average_last": 3}), "average_last and train.average_every must both be 0"),
+        (dict(model={"n_features": 3, "n_outputs": 16, "norm": "batch"}), r"\[model\]: norm must be"),
         (dict(prior={"type": "gp", "max_features": 8}), "uses up to 8 features, more than the 3"),
     ],
 )
@@ -285,5 +335,5 @@ def test_each_shipped_card_names_a_config_that_makes_its_model_and_prior(name):
     card = read_card(resolve(name))
     words = shlex.split(card["training"]["command"])
     config = load_config(ROOT / words[words.index("train") + 1])
-    assert dataclasses.asdict(config.model) == card["model"]
+    assert config.model == ModelConfig(**card["model"])  # cards from before a field carry its default
     assert config.prior.to_dict() == priors.from_dict(card["prior"]).to_dict()
