@@ -450,7 +450,11 @@ class TargetScale:
         below, above = (median - low) or deviation, (high - median) or deviation
         kept = np.clip(u, low - FENCE * below, high + FENCE * above)
         self.location_ = float(np.mean(kept))
-        self.spread_ = float(np.std(kept, ddof=1)) * few_rows_factor(len(u))
+        deviations = kept - self.location_  # [n]; rescaled again, so that their squares cannot underflow
+        exponent = int(power_of_two_shift(deviations))
+        spread = float(np.ldexp(np.std(np.ldexp(deviations, -exponent), ddof=1), exponent))
+        # at least the smallest normal float times the largest target (below, spreads underflow)
+        self.spread_ = max(spread * few_rows_factor(len(u)), float(np.finfo(np.float64).tiny))
         return self
 
     @property

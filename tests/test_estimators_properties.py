@@ -66,3 +66,20 @@ def test_regressor_predicts_finite_values(table, y):
     assert mean.shape == (n,) and np.isfinite(mean).all()
     lo, hi = reg.predict_dist(X).interval(0.9)
     assert (lo <= hi).all()
+
+
+anywhere = st.floats(allow_nan=False, allow_infinity=False)  # the whole float64 range, subnormals too
+
+
+@SETTINGS
+@given(
+    X=arrays(np.float64, st.tuples(st.integers(1, 20), st.integers(1, 3)), elements=anywhere),
+    y=st.lists(anywhere, min_size=20, max_size=20),
+)
+def test_features_and_targets_anywhere_in_the_float64_range_give_finite_predictions(X, y):
+    n = len(X)
+    reg = PFNRegressor(n_estimators=2, random_state=0, show_progress=False).fit(X, np.array(y[:n]))
+    dist = reg.predict_dist(X)
+    lo, hi = dist.interval(0.9)
+    assert np.isfinite(dist.mean()).all() and np.isfinite(lo).all() and np.isfinite(hi).all()
+    assert (lo <= hi).all()
