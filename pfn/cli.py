@@ -12,33 +12,52 @@ from pathlib import Path
 import torch
 
 from pfn.checkpoint import CheckpointError
-from pfn.config import ConfigError, load_config
+from pfn.config import ConfigError, load_recipe
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    recipe = load_recipe(args.config)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else Path("runs") / config.name
-    command = "pfn train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    from pfn.train import train
+    out = Path(args.out) if args.out else Path("runs") / recipe.name
+    stages = recipe.stage_configs(out)
+    folders = recipe.folders(out)
+    if args.dry_run:
+        from pfn.train import check_stage
 
-    state = train(
-        config,
-        out,
-        command=command,
-        stop_at=args.stop_at,
-        device=args.device,
-        backend=args.backend,
-        sampler_workers=args.sampler_workers,
-        progress=not args.quiet,
-    )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        for k, (config, folder) in enumerate(zip(stages, folders, strict=True), start=1):
+            check_stage(config)
+            start = f", from {config.train.init_from}" if config.train.init_from else ""
+            print(
+                f"stage {k}/{len(stages)}: {config.train.steps} steps x {config.train.batch_size} datasets"
+                f"{start} -> {folder}"
+            )
         return 0
-    print(
-        f"{config.name}: step {state['step']}/{config.train.steps}, {state['datasets_seen']} datasets, "
-        f"weights and card in {out}"
-    )
+    command = "pfn train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    from pfn.checkpoint import load_state
+    from pfn.train import STATE_FILE, train
+
+    for k, (config, folder) in enumerate(zip(stages, folders, strict=True), start=1):
+        state_path = folder / STATE_FILE
+        if state_path.is_file() and load_state(state_path)[1]["step"] >= config.train.steps:
+            continue  # a finished stage
+        state = train(
+            config,
+            folder,
+            command=command if len(stages) == 1 else f"{command}  # stage {k} of {len(stages)}",
+            stop_at=args.stop_at,
+            device=args.device,
+            backend=args.backend,
+            sampler_workers=args.sampler_workers,
+            progress=not args.quiet,
+        )
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+            print(
+                f"{config.name} stage {k}/{len(stages)}: step {state['step']}/{config.train.steps}, "
+                f"{state['datasets_seen']} datasets, weights and card in {folder}"
+            )
+        if state["step"] < config.train.steps:
+            return 0  # stopped by --stop-at: later stages wait for this one
     return 0
 
 
@@ -87,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pfn", description="Prior-data fitted networks")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="fit a PFN to the prior of a config file (resumes if --out holds a run)")
-    p.add_argument("config", help="a TOML run config, e.g. configs/gp.toml")
-    p.add_argument("--out", help="run folder (default runs/NAME)")
-    p.add_argument("--stop-at", type=int, help="end this sitting at this step; resume later")
+    p.add_argument("config", help="a TOML recipe, e.g. configs/gp.toml (its stages run in order)")
+    p.add_argument("--out", help="run folder (default runs/NAME; earlier stages in OUT/stage-K)")
+    p.add_argument(
+        "--stop-at", type=int, help="end this sitting when the stage in progress reaches this step; resume later"
+    )
+    p.add_argument("--dry-run", action="store_true", help="check that every stage resolves, train nothing")
     p.add_argument(
         "--device", default="cpu", help="cpu or cuda (each torchrun process takes the GPU of its local rank)"
     )

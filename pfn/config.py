@@ -1,4 +1,11 @@
-"""Run configuration: one frozen dataclass per concern, read from a TOML file in ``configs/``."""
+"""Run configuration: one frozen dataclass per concern, read from a TOML file in ``configs/``.
+
+A file is a recipe: name, [prior], [model] and [train] make the first stage; each
+``[[stages]]`` entry after them changes some of those sections and starts from the weights of
+the stage before it. A stage's ``[stages.prior]`` replaces the prior whole; its
+``[stages.train]`` (and ``[stages.model]``, which must leave the architecture as it was) change
+the named keys only.
+"""
 
 from __future__ import annotations
 
@@ -170,14 +177,91 @@ def _section(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"[{where}]: {error}") from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a TOML run configuration."""
+@dataclass(frozen=True)
+class Recipe:
+    """A model's whole training: its stages in order. Stage k > 1 starts from the weights of
+    stage k - 1 (so the architecture stays), which :meth:`stage_configs` makes explicit."""
+
+    name: str
+    stages: tuple[RunConfig, ...]
+
+    def __post_init__(self) -> None:
+        if self.stages[0].train.init_from and len(self.stages) > 1:
+            raise ConfigError("a recipe with stages trains its first stage from scratch: remove train.init_from")
+        for k, (before, stage) in enumerate(zip(self.stages, self.stages[1:], strict=False), start=2):
+            if stage.train.init_from:
+                raise ConfigError(f"stage {k} sets train.init_from: a stage starts from the stage before it")
+            if stage.model != before.model:
+                raise ConfigError(
+                    f"stage {k} changes [model] ({dataclasses.asdict(stage.model)} after "
+                    f"{dataclasses.asdict(before.model)}): a stage starts from the weights before it, so the "
+                    "architecture must stay"
+                )
+
+    def folders(self, out: Path) -> list[Path]:
+        """Where each stage's run lives: the last in ``out`` (so ``out`` holds the model), earlier
+        ones in ``out/stage-K``."""
+        return [Path(out) / f"stage-{k}" for k in range(1, len(self.stages))] + [Path(out)]
+
+    def stage_configs(self, out: Path) -> list[RunConfig]:
+        """The stages with train.init_from pointing at the folder of the stage before."""
+        folders = self.folders(out)
+        configs = [self.stages[0]]
+        for folder, stage in zip(folders, self.stages[1:], strict=False):
+            configs.append(dataclasses.replace(stage, train=dataclasses.replace(stage.train, init_from=str(folder))))
+        return configs
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The contents of a TOML file, or a ConfigError saying why not."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     with path.open("rb") as f:
         try:
-            spec = tomllib.load(f)
+            return tomllib.load(f)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    return from_dict(spec)
+
+
+def merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``change`` on top: tables merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def recipe_from_dict(spec: dict[str, Any]) -> Recipe:
+    """A Recipe from a dict: the first stage's sections, and ``stages`` (a list of changes)."""
+    spec = dict(spec)
+    changes = spec.pop("stages", [])
+    if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
+        raise ConfigError("stages must be an array of tables ([[stages]] entries)")
+    stages, current = [from_dict(spec)], spec
+    for k, change in enumerate(changes, start=2):
+        unknown = set(change) - {"prior", "model", "train"}
+        if unknown:
+            raise ConfigError(f"stage {k}: unknown key(s) {sorted(unknown)}; a stage changes prior, model or train")
+        current = {
+            **merged(current, {k: v for k, v in change.items() if k != "prior"}),
+            **({"prior": change["prior"]} if "prior" in change else {}),
+        }
+        try:
+            stages.append(from_dict(current))
+        except ConfigError as error:
+            raise ConfigError(f"stage {k}: {error}") from None
+    return Recipe(name=stages[0].name, stages=tuple(stages))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a TOML recipe (one stage or several)."""
+    return recipe_from_dict(read_toml(path))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML run configuration of one stage (a recipe with stages: :func:`load_recipe`)."""
+    recipe = load_recipe(path)
+    if len(recipe.stages) > 1:
+        raise ConfigError(f"{path} is a recipe of {len(recipe.stages)} stages; read it with load_recipe")
+    return recipe.stages[0]

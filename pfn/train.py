@@ -259,6 +259,17 @@ def build_model(config: RunConfig) -> PFNTransformer:
         return PFNTransformer(config.model)
 
 
+def check_stage(config: RunConfig) -> None:
+    """What a dry run checks of a stage, training nothing: its model builds and its prior draws a
+    dataset at the stage's smallest row count (a ConfigError says what failed)."""
+    build_model(config)
+    rows = config.train.min_rows or config.train.n_rows
+    try:
+        config.prior.sample(1, min(rows, 64), config.model.n_features, torch.Generator().manual_seed(0))
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"{config.name}: its prior cannot draw a dataset: {error}") from None
+
+
 def initial_weights(config: RunConfig) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The weights and card of ``config.train.init_from``, checked against ``config.model``."""
     source = config.train.init_from

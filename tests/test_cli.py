@@ -85,3 +85,18 @@ def test_demo_prints_a_table_with_every_learner(capsys):
     out = capsys.readouterr().out
     for text in ("breast_cancer", "digits", "diabetes", "PFNClassifier", "PFNRegressor", "RandomForest"):
         assert text in out
+
+
+def test_a_recipe_trains_its_stages_in_order_each_from_the_one_before(tmp_path, capsys):
+    recipe = write(tmp_path / "r.toml", GOOD + "[[stages]]\n[stages.train]\nsteps = 2\nseed = 1\n")
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(out), "--quiet", "--stop-at", "2"]) == 0
+    assert not (out / "model.json").exists() and "stage 1/2: step 2/3" in capsys.readouterr().out
+    assert main(["train", str(recipe), "--out", str(out), "--quiet"]) == 0
+    first = json.loads((out / "stage-1" / "model.json").read_text())
+    last = json.loads((out / "model.json").read_text())
+    assert first["training"]["steps"] == 3 and last["training"]["steps"] == 2
+    assert last["training"]["init_from"]["weights_sha256"] == first["weights_sha256"]
+    assert last["training"]["command"].endswith("# stage 2 of 2")
+    assert main(["train", str(recipe), "--out", str(out), "--quiet"]) == 0  # finished: nothing to do
+    assert json.loads((out / "model.json").read_text())["weights_sha256"] == last["weights_sha256"]

@@ -1,6 +1,5 @@
 import dataclasses
 import json
-import shlex
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,8 @@ from pfn.checkpoint import (
     save_state,
     shipped_names,
 )
-from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict, load_config
+from pfn.cli import main
+from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict, load_config, load_recipe
 from pfn.model import ModelConfig
 from pfn.train import build_model, build_optimizer, choose_precision, draw_sizes, learning_rate, train
 from priors import Classification, GPPrior, LinearPrior
@@ -321,19 +321,99 @@ def test_training_curves_of_a_staged_model_continue_on_one_axis(tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("**/*.toml")), ids=lambda p: p.stem)
-def test_every_config_in_the_repository_loads(path):
-    """load_config checks a config whole (prior against model, classes against head): a config in
-    the repository that no longer loads could not reproduce its checkpoint."""
-    assert load_config(path).train.steps >= 1
+RECIPES = sorted((ROOT / "configs").glob("**/*.toml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_in_the_repository_passes_a_dry_run(path, capsys):
+    """A dry run resolves every stage (prior against model, classes against head, the chain of
+    architectures) and draws a dataset from each stage's prior, training nothing."""
+    assert main(["train", str(path), "--dry-run", "--out", "runs/x"]) == 0
+    assert capsys.readouterr().out.count("stage ") == len(load_recipe(path).stages)
+
+
+def test_configs_hold_one_recipe_per_shipped_model_and_the_ablations():
+    assert sorted(p.stem for p in (ROOT / "configs").glob("*.toml")) == shipped_names()
+    assert all(p.parent.name == "ablations" for p in RECIPES if p.stem not in shipped_names())
+
+
+def _stage_records(card):
+    """The card's stages, first to last: the earlier stages' records, then the card's own."""
+    records, stage = [], card["training"].get("init_from")
+    while stage:
+        records.insert(0, stage)
+        stage = stage.get("init_from")
+    return [*records, {**card["training"], "prior": card["prior"]}]
 
 
 @pytest.mark.parametrize("name", shipped_names())
-def test_each_shipped_card_names_a_config_that_makes_its_model_and_prior(name):
-    """The card's training command points at a config in the repository whose model and prior are
-    the ones the checkpoint was trained with."""
+def test_each_shipped_checkpoint_is_rebuilt_by_its_recipe_stage_by_stage(name):
+    """configs/NAME.toml has one stage per stage the card records, each with the prior, step count
+    and datasets that stage trained on, and the last with the card's model and schedule."""
     card = read_card(resolve(name))
-    words = shlex.split(card["training"]["command"])
-    config = load_config(ROOT / words[words.index("train") + 1])
-    assert config.model == ModelConfig(**card["model"])  # cards from before a field carry its default
-    assert config.prior.to_dict() == priors.from_dict(card["prior"]).to_dict()
+    recipe = load_recipe(ROOT / "configs" / f"{name}.toml")
+    records = _stage_records(card)
+    assert len(recipe.stages) == len(records)
+    for stage, record in zip(recipe.stages, records, strict=True):
+        assert stage.prior.to_dict() == priors.from_dict(record["prior"]).to_dict()
+        assert (stage.train.steps, stage.train.steps * stage.train.batch_size) == (
+            record["steps"],
+            record["datasets_seen"],
+        )
+    last = recipe.stages[-1]
+    assert last.model == ModelConfig(**card["model"])  # cards from before a field carry its default
+    trained = {k: v for k, v in card["train"].items() if k != "init_from"}
+    assert {k: v for k, v in dataclasses.asdict(last.train).items() if k in trained} == trained
+
+
+def test_a_stage_changes_train_keys_and_replaces_the_prior(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(
+        'name = "r"\n[prior]\ntype = "gp"\nmax_features = 3\nlengthscale = 0.5\n'
+        "[model]\nn_features = 3\nn_outputs = 16\n[train]\nsteps = 10\nlr = 0.001\n"
+        "[[stages]]\n[stages.train]\nlr = 0.0005\n"
+        '[[stages]]\n[stages.prior]\ntype = "linear"\nmax_features = 3\n'
+    )
+    recipe = load_recipe(path)
+    first, second, third = recipe.stages
+    assert (second.train.lr, second.train.steps, second.prior) == (0.0005, 10, first.prior)
+    assert (
+        third.train.lr == 0.0005
+        and third.prior.to_dict() == priors.from_dict({"type": "linear", "max_features": 3}).to_dict()
+    )
+    configs = recipe.stage_configs(tmp_path / "run")
+    assert [c.train.init_from for c in configs] == [
+        "",
+        str(tmp_path / "run" / "stage-1"),
+        str(tmp_path / "run" / "stage-2"),
+    ]
+    assert recipe.folders(tmp_path / "run")[-1] == tmp_path / "run"
+
+
+@pytest.mark.parametrize(
+    "stage, message",
+    [
+        ("[stages.model]\nd_model = 64\n", "stage 2 changes \\[model\\].*the architecture must stay"),
+        ('[stages.train]\ninit_from = "gp"\n', "stage 2 sets train.init_from"),
+        ("[stages.data]\nx = 1\n", r"stage 2: unknown key\(s\) \['data'\]"),
+        ("[stages.train]\nlr = -1.0\n", r"stage 2: \[train\]: train.lr and train.grad_clip must be > 0"),
+    ],
+)
+def test_a_bad_stage_is_refused_with_its_number(tmp_path, stage, message):
+    path = tmp_path / "r.toml"
+    path.write_text(
+        'name = "r"\n[prior]\ntype = "gp"\nmax_features = 3\n[model]\nn_features = 3\nn_outputs = 16\n'
+        "[[stages]]\n" + stage
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(path)
+
+
+def test_load_config_reads_one_stage_and_points_recipes_to_load_recipe(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(
+        'name = "r"\n[prior]\ntype = "gp"\nmax_features = 3\n[model]\nn_features = 3\nn_outputs = 16\n'
+        "[[stages]]\n[stages.train]\nlr = 0.0001\n"
+    )
+    with pytest.raises(ConfigError, match="is a recipe of 2 stages; read it with load_recipe"):
+        load_config(path)
