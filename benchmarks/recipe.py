@@ -2,10 +2,12 @@
 
 Each arm is the base config (``--config``, default ``configs/gp.toml``) with a few changes to
 its [model] and [train] sections (:data:`ARMS`; ``a+b`` combines arms a and b). Every arm gets
-the same budget of process CPU time (``--budget`` minutes, one thread): a calibration times a
-few training steps of the arm (drawing the datasets included) at points across its schedule,
-the arm's step count is the budget over that time, and the arm trains its full schedule
-(warm-up and cosine) to that count with ``pfn.train.train``, same seed and prior as the others.
+the same budget of process CPU time (``--budget`` minutes, one thread): the baseline's step count
+is the budget over the calibrated cost of its steps (timed at points across its schedule, drawing
+the datasets included); every other arm's is the baseline's times the ratio of the two step
+costs, timed side by side on the same datasets. Each arm trains its full schedule (warm-up and
+cosine) to its count with ``pfn.train.train``, same seed and prior as the others; the table
+reports the process CPU time each actually took.
 
 Reported per arm: steps, datasets seen, process CPU minutes and wall minutes of training, ms
 per step, the loss on held-out datasets of the prior (a seed stream no training step uses;
@@ -60,8 +62,9 @@ GP_TEST_ROWS = 50
 
 Change = dict[str, dict[str, Any]]  # section ("model" / "train") -> field -> value or f(base value)
 
+BASELINE = "baseline"
 ARMS: dict[str, Change] = {
-    "baseline": {},
+    BASELINE: {},
     "muon": {"train": {"optimizer": "muon"}},
     "lr-x3": {"train": {"lr": lambda lr: 3 * lr}},
     "thinking-16": {"model": {"thinking_rows": 16}},
@@ -110,31 +113,50 @@ def arm_config(base: RunConfig, arm: str, steps: int | None = None) -> RunConfig
     return RunConfig(name=f"{base.name}-{arm}", prior=base.prior, model=sections["model"], train=train_config)
 
 
-def cpu_seconds_per_step(config: RunConfig, repeats: int = 1) -> float:
-    """Process CPU seconds of one training step (draw the datasets, forward, backward, optimizer
-    step) of a fresh model, averaged over steps at :data:`CALIBRATION_POINTS` of the schedule."""
-    tc = config.train
-    model = build_model(config)
-    optimizer = build_optimizer(tc, model)
-    borders = tail_scales = None
-    if config.model.task == "regression":
-        edges, tails = target_support(dataclasses.replace(config, train=dataclasses.replace(tc, border_datasets=200)))
-        borders, tail_scales = torch.tensor(edges), tuple(tails)
-    context = precision_context(torch.device("cpu"), tc.precision)
-    steps = [int(f * tc.steps) for f in CALIBRATION_POINTS]
+class _Stepper:
+    """A fresh model and optimizer of ``config`` that time training steps on given datasets."""
 
-    def one(step: int) -> None:
-        batch, n_train = draw_step(config, step, range(tc.batch_size))
-        optimizer.zero_grad(set_to_none=True)
-        backward(config, model, batch, n_train, tc.accumulation, context, borders, tail_scales)
-        optimizer.step()
+    def __init__(self, config: RunConfig) -> None:
+        tc = config.train
+        self.config, self.model = config, build_model(config)
+        self.optimizer = build_optimizer(tc, self.model)
+        self.borders = self.tail_scales = None
+        if config.model.task == "regression":
+            small = dataclasses.replace(config, train=dataclasses.replace(tc, border_datasets=200))
+            edges, tails = target_support(small)
+            self.borders, self.tail_scales = torch.tensor(edges), tuple(tails)
+        self.context = precision_context(torch.device("cpu"), tc.precision)
 
-    one(steps[0])  # warm-up
-    start = time.process_time()
+    def seconds(self, batch: Any, n_train: int) -> float:
+        """Process CPU seconds of forward, backward and optimizer step on one step's datasets."""
+        start = time.process_time()
+        self.optimizer.zero_grad(set_to_none=True)
+        tc = self.config.train
+        backward(self.config, self.model, batch, n_train, tc.accumulation, self.context, self.borders, self.tail_scales)
+        self.optimizer.step()
+        return time.process_time() - start
+
+
+def calibrate(configs: Sequence[RunConfig], repeats: int = 2) -> list[float]:
+    """Process CPU seconds of one training step (drawing the datasets included) of each config, on
+    the same datasets at :data:`CALIBRATION_POINTS` of the schedule, the configs' steps
+    interleaved so that a change in the machine's speed touches all of them alike."""
+    steppers = [_Stepper(c) for c in configs]
+    tc = configs[0].train
+    batches = []
+    draw = 0.0
+    for f in CALIBRATION_POINTS:
+        start = time.process_time()
+        batches.append(draw_step(configs[0], int(f * tc.steps), range(tc.batch_size)))
+        draw += time.process_time() - start
+    for stepper in steppers:  # warm-up
+        stepper.seconds(*batches[0])
+    totals = [0.0] * len(steppers)
     for _ in range(repeats):
-        for step in steps:
-            one(step)
-    return (time.process_time() - start) / (repeats * len(steps))
+        for batch in batches:
+            for k, stepper in enumerate(steppers):
+                totals[k] += stepper.seconds(*batch)
+    return [(total / repeats + draw) / len(batches) for total in totals]
 
 
 def heldout_loss(model: PFN, config: RunConfig, n_steps: int) -> float:
@@ -200,6 +222,35 @@ def table_score(weights: Path, task: str, data: Path, repeats: int, quick: bool)
     }
 
 
+def _plan(base: RunConfig, arm: str, folder: Path, budget_s: float, precision: str) -> dict[str, Any]:
+    """The arm's step count (saved in ``folder/plan.json``, reused by a rerun). The baseline's is the
+    budget over its calibrated step cost; any other arm's is the baseline's times the ratio of the
+    two step costs measured side by side, so that every arm gets the baseline's CPU time even
+    where the machine's speed moved between calibrations."""
+    plan_path = folder / "plan.json"
+    if plan_path.is_file():
+        return json.loads(plan_path.read_text())
+
+    def probe(name: str) -> RunConfig:
+        config = arm_config(base, name)
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
+
+    if arm == BASELINE:
+        per_step = calibrate([probe(BASELINE)])[0]
+        plan = {
+            "budget_cpu_s": budget_s,
+            "calibrated_cpu_s_per_step": per_step,
+            "steps": max(10, int(budget_s / per_step)),
+        }
+    else:
+        baseline = _plan(base, BASELINE, folder.parent / BASELINE, budget_s, precision)
+        arm_s, base_s = calibrate([probe(arm), probe(BASELINE)])
+        steps = max(10, int(baseline["steps"] * base_s / arm_s))
+        plan = {"budget_cpu_s": budget_s, "cost_relative_to_baseline": arm_s / base_s, "steps": steps}
+    write_json(plan_path, plan)
+    return plan
+
+
 def run_arm(
     base: RunConfig,
     arm: str,
@@ -209,19 +260,7 @@ def run_arm(
     evaluate: Callable[[Path, RunConfig], dict],
 ) -> dict[str, Any]:
     """Plan (calibrate), train (resuming) and score one arm in ``folder``."""
-    plan_path = folder / "plan.json"
-    if plan_path.is_file():
-        plan = json.loads(plan_path.read_text())
-    else:
-        probe = arm_config(base, arm)
-        probe = dataclasses.replace(probe, train=dataclasses.replace(probe.train, precision=precision))
-        per_step = cpu_seconds_per_step(probe)
-        plan = {
-            "budget_cpu_s": budget_s,
-            "calibrated_cpu_s_per_step": per_step,
-            "steps": max(10, int(budget_s / per_step)),
-        }
-        write_json(plan_path, plan)
+    plan = _plan(base, arm, folder, budget_s, precision)
     config = arm_config(base, arm, plan["steps"])
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
     scores_path = folder / "scores.json"

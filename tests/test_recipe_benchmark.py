@@ -51,6 +51,9 @@ def test_a_quick_ladder_trains_each_arm_to_the_budget_and_reuses_finished_arms(t
         assert row["steps"] == plan["steps"] >= 10 and row["datasets_seen"] == 4 * row["steps"]
         assert row["heldout_loss"] > 0 and set(row["gp_gap_per_n_train"]) == {str(n) for n in recipe.GP_GRID}
     assert rows["muon+rms-decay"]["model"]["norm"] == "rms"
+    plan = json.loads((tmp_path / "out" / "muon+rms-decay" / "plan.json").read_text())
+    ratio = plan["cost_relative_to_baseline"]  # timed side by side with the baseline
+    assert plan["steps"] == max(10, int(rows["baseline"]["steps"] / ratio))
     assert "| muon+rms-decay |" in (tmp_path / "out" / "recipe.md").read_text()
     again = recipe.run(tmp_path / "out", quick=True, config=config, arms=["baseline"])
     assert again["arms"][0] == rows["baseline"]
