@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -37,11 +38,15 @@ from pfn.preprocessing import (
     member_transform,
     plain,
 )
-from pfn.selection import MIN_ROWS, Selection, folds, likelihood_stacking, quadratic_stacking, select_features
+from pfn.selection import FOLDS, MIN_ROWS, Selection, folds, likelihood_stacking, quadratic_stacking, select_features
 from pfn.selection import SEED as SELECTION_SEED
 
 _LOADED: dict[tuple[str, str], PFN] = {}
 ROW_BLOCK = 64  # test rows go through the model in whole blocks (zero-padded), see _member_forward
+ROUNDS = 2  # with more classes than the head: partitions of the classes into groups per member
+COUPLING_ITERATIONS = 300  # at most, see couple_groups
+COUPLING_TOLERANCE = 1e-6  # largest change of a probability at which couple_groups stops
+PROBABILITY_FLOOR = 1e-100  # conditional probabilities below this count as this in couple_groups
 
 
 def _load(model: str, device: str) -> PFN:
@@ -61,16 +66,19 @@ class _Plan:
     rows: np.ndarray  # [n'] the train rows it sees (all, or a subsample beyond max_train_rows)
     transform: MemberTransform  # its extra input transform
     seed: int  # the transform's seed
-    labels: np.ndarray | None  # classifier: [k] model label of each class; regressor: None
+    parts: tuple[np.ndarray | None, ...]  # classifier: per part, [k] model label of each class (-1: not
+    # in the part); regressor: (None,)
 
 
 @dataclass
 class _Member:
-    """One ensemble member: its feature order/subset, extra transform, target map and cache."""
+    """One forward pass of an ensemble member (the member itself, or with more classes than the
+    head one part of it): its feature order/subset, extra transform, target map and cache."""
 
     features: np.ndarray  # [f] column indices into the preprocessed matrix
     transform: TransformerMixin | None
-    target_map: Any  # classifier: [k] model label of each class; regressor: QuantileTarget or None
+    target_map: Any  # classifier: [k] model label of each class (-1: not in this part); regressor:
+    # QuantileTarget or None
     cache: KVCache
 
 
@@ -185,11 +193,13 @@ class _PFNBase(BaseEstimator):
         rng = check_random_state(self.random_state)
         plans = [self._plan(i, len(x), stratify, rng) for i in range(self.n_estimators)]
         transforms = [self._fit_transform(plan, x[plan.rows]) for plan in plans]
-        self.member_weights_ = self._member_weights(plans, transforms, x, y, stratify)
+        weights = self._member_weights(plans, transforms, x, y, stratify)  # [M]
         self.members_ = [
-            self._build(plan, transform, x[plan.rows], y[plan.rows])
+            self._build(plan, transform, x[plan.rows], y[plan.rows], part)
             for plan, transform in zip(plans, transforms, strict=True)
+            for part in plan.parts
         ]
+        self.member_weights_ = np.repeat(weights, [len(plan.parts) for plan in plans])
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         """The encoded targets [n] the members are fitted on (class ids or standardised floats),
@@ -205,9 +215,9 @@ class _PFNBase(BaseEstimator):
 
     def _selection(self, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None) -> Selection:
         """The preprocessed columns the members see (see pfn.selection)."""
-        if not self.select_features or not self._can_validate():
-            return Selection(np.arange(x.shape[1]), np.arange(x.shape[1]))
         rows = self._validation_rows(len(x), stratify)
+        if not self.select_features or not self._can_select(y[rows]):
+            return Selection(np.arange(x.shape[1]), np.arange(x.shape[1]))
         limit = self.pfn_.config.n_features
         return select_features(x[rows], y[rows], self._task == "classification", self._held_out_score, limit)
 
@@ -224,26 +234,32 @@ class _PFNBase(BaseEstimator):
         predicts the other half. Equal weights with ``weight_members=False``, one member, or
         too few rows to validate on."""
         rows = self._validation_rows(len(x), stratify)
-        if not self.weight_members or len(plans) == 1 or len(rows) < MIN_ROWS or not self._can_validate():
+        if not self.weight_members or len(plans) == 1 or len(rows) < MIN_ROWS or not self._can_weight():
             return np.full(len(plans), 1.0 / len(plans))
         x_val, y_val = x[rows], y[rows]
         held_out_probs: np.ndarray | None = None  # [n, M, P], P known after the first prediction
         for context, held_out in folds(y_val, self._task == "classification"):
             for j, (plan, transform) in enumerate(zip(plans, transforms, strict=True)):
-                member = self._build(plan, transform, x_val[context], y_val[context])
-                probs = self._member_probs(member, self._member_forward(member, x_val[held_out]))  # [h, P]
+                parts = [self._build(plan, transform, x_val[context], y_val[context], part) for part in plan.parts]
+                outputs = [_Weighted(p, 1.0, self._member_forward(p, x_val[held_out])) for p in parts]
+                probs = self._mix(outputs)  # [h, P]
                 if held_out_probs is None:
                     held_out_probs = np.zeros((len(rows), len(plans), probs.shape[1]))
                 held_out_probs[held_out, j] = probs
         return self._stacking(held_out_probs, y_val)
 
     def _stacking(self, probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Weights [M] from the members' held-out predictions [n, M, P] (see _member_probs) of
+        """Weights [M] from the members' held-out predictions [n, M, P] (see _mix) of
         the encoded targets y [n], by the task's proper score (see pfn.selection)."""
         raise NotImplementedError
 
-    def _can_validate(self) -> bool:
-        """Whether the model can score held-out rows of this task (see _held_out_score)."""
+    def _can_select(self, y: np.ndarray) -> bool:
+        """Whether in-context validation on the rows with encoded targets y can choose columns
+        (see _held_out_score)."""
+        return True
+
+    def _can_weight(self) -> bool:
+        """Whether the members can be weighted by stacking (see _member_weights)."""
         return True
 
     def _held_out_score(
@@ -264,7 +280,7 @@ class _PFNBase(BaseEstimator):
             order = np.sort(rng.permutation(f)[:limit]) if index == 0 else order[:limit]
         rows = np.arange(n) if n <= self.max_train_rows else _subsample(n, self.max_train_rows, stratify, rng)
         seed = int(rng.randint(2**31))
-        return _Plan(index, pool[order], rows, self._input_transform(index), seed, self._labels(index, rng))
+        return _Plan(index, pool[order], rows, self._input_transform(index), seed, self._parts(index, rng))
 
     def _input_transform(self, index: int) -> MemberTransform:
         """The extra input transform of member ``index``: members 4..7 (then 12..15, ...) see
@@ -277,9 +293,10 @@ class _PFNBase(BaseEstimator):
         """The input transform of a member ``index`` that does not target-encode."""
         raise NotImplementedError
 
-    def _labels(self, index: int, rng: np.random.RandomState) -> np.ndarray | None:
-        """Classifier: the model label of each class for member ``index``; regressor: None."""
-        return None
+    def _parts(self, index: int, rng: np.random.RandomState) -> tuple[np.ndarray | None, ...]:
+        """Classifier: the forward passes (parts) of member ``index``, each the model label of
+        every class ([k], -1 for classes outside the part); regressor: one part, (None,)."""
+        return (None,)
 
     def _fit_transform(self, plan: _Plan, x: np.ndarray) -> TransformerMixin | None:
         """The member's extra input transform fitted on its train rows x [n', f] (preprocessed).
@@ -293,12 +310,20 @@ class _PFNBase(BaseEstimator):
             return transform
         return transform.fit(x[:, plan.features])
 
-    def _build(self, plan: _Plan, transform: TransformerMixin | None, x: np.ndarray, y: np.ndarray) -> _Member:
-        """The member of ``plan`` on train rows x [n', f] (preprocessed) and encoded targets y
-        [n'], with its input transform (fitted here on these rows if it needs the targets): its
-        target map fitted on y, the rows' keys and values cached."""
-        x_member = x[:, plan.features]  # [n', f']
-        y_member, target_map = self._member_targets(plan, y)
+    def _build(
+        self,
+        plan: _Plan,
+        transform: TransformerMixin | None,
+        x: np.ndarray,
+        y: np.ndarray,
+        part: np.ndarray | None = None,
+    ) -> _Member:
+        """One ``part`` (default: the first, the only one but with more classes than the head) of
+        the member of ``plan`` on train rows x [n', f] (preprocessed) and encoded targets y [n']
+        (the part's rows of them), with its input transform (fitted here on these rows if it
+        needs the targets): its target map fitted on y, the rows' keys and values cached."""
+        rows, y_member, target_map = self._member_targets(plan, plan.parts[0] if part is None else part, y)
+        x_member = x[rows][:, plan.features]  # [n'', f']
         if transform is not None and _needs_targets(transform):
             transform = clone(transform)
             x_member = transform.fit_transform(x_member, y_member).astype(np.float32)  # cross-fitted
@@ -309,13 +334,22 @@ class _PFNBase(BaseEstimator):
         cache = self.pfn_.encode_train(xt, yt, used)
         return _Member(features=plan.features, transform=transform, target_map=target_map, cache=cache)
 
-    def _member_targets(self, plan: _Plan, y: np.ndarray) -> tuple[np.ndarray, Any]:
-        """The targets the member of ``plan`` sees for the encoded targets y [n'], and how they map."""
+    def _member_targets(
+        self, plan: _Plan, part: np.ndarray | None, y: np.ndarray
+    ) -> tuple[np.ndarray | slice, np.ndarray, Any]:
+        """For the encoded targets y [n'] of the member of ``plan``: the rows that ``part`` of it
+        sees, the targets it sees for them, and how they map."""
         raise NotImplementedError
 
     def _member_probs(self, member: _Member, output: np.ndarray) -> np.ndarray:
         """One member's predictions from its outputs [m, K]: class probabilities [m, k] for the
-        classifier, bucket probabilities [m, K] over standardised targets for the regressor."""
+        classifier (given that the class is one of its part's), bucket probabilities [m, K]
+        over standardised targets for the regressor."""
+        raise NotImplementedError
+
+    def _mix(self, outputs: list[_Weighted]) -> np.ndarray:
+        """The predictions [m, P] of weighted members from their outputs: class probabilities
+        [m, k] for the classifier, bucket probabilities [m, K] for the regressor."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ prediction
@@ -375,13 +409,17 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     n_estimators : ensemble members; they differ in feature order, class-label permutation and
         input transform (none / quantile / power; members 4..7, 12..15, ... replace the columns
         with 3..30 distinct values by their cross-fitted target encodings, the shares of each
-        class per value). 1 is exact and deterministic. With more
-        classes than the model's head, each member sees a different random grouping of the
-        classes (error-correcting output codes): use at least 8 members there.
+        class per value). 1 is exact and deterministic. With k classes, more than the model's
+        head (10), each member makes 2 random partitions of the classes into ceil(k / 10)
+        groups and runs one forward pass per group on the rows of its classes (2 ceil(k / 10)
+        passes per member; ``members_`` lists the passes); the passes' probabilities given
+        the group are coupled into one distribution (pfn.estimators.couple_groups).
     select_features : rank the columns by a random forest's importance and let the members see
         only the top ones, as many as two-fold in-context validation on the train rows prefers
         (all, half, a quarter, ... down to 2; see pfn.selection). Fixed seeds: deterministic.
-        Skipped below 20 train rows or 3 columns and with more classes than the model's head.
+        Skipped below 20 train rows or 3 columns, and with more classes than the model's head
+        when a class has fewer than 2 validation rows (there each candidate costs the passes of
+        member 0's groups).
         The chosen columns are ``features_`` (of the preprocessed matrix), the scores
         ``selection_scores_``. Half the members (2, 3, 6, 7, ...) see ``wide_features_``: the
         most columns that validate within 0.1 nats per row of the best (validation on half the
@@ -396,7 +434,8 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         ``pfn bench temperature --update-card`` (1.0 for a card without one).
     categorical_features : "auto" (pandas category/object/string/bool columns and non-numeric
         object columns) or a list of column indices or names.
-    max_train_rows : at most this many train rows per member (stratified subsample beyond it).
+    max_train_rows : at most this many train rows per member (stratified subsample beyond it;
+        with more classes than the head, its groups' passes share them).
     batch_size : test rows per forward pass; memory is bounded by it.
     device : "auto" (CUDA when available), "cpu" or "cuda".
     random_state : seeds the members' permutations, subsamples and transforms.
@@ -441,8 +480,15 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         y = column_or_1d(y, warn=True)
         if pd.isna(y).any():
             raise ValueError("y contains NaN; drop those rows or fill the labels")
+        try:
+            self.classes_, encoded = np.unique(y, return_inverse=True)
+        except TypeError:  # labels that do not compare with each other (np.unique sorts them)
+            kinds = sorted({type(label).__name__ for label in y})
+            raise TypeError(
+                f"y mixes labels of types {kinds} that cannot be sorted together; give every label one type "
+                "(e.g. y.astype(str))"
+            ) from None
         check_classification_targets(y)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"y has only one class ({plain(self.classes_[0])!r}); a classifier needs at least two")
         temperature = self.softmax_temperature
@@ -459,61 +505,100 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         """None, quantile, power in turn by member index."""
         return ("none", "quantile", "power")[index % 3]
 
-    def _labels(self, index: int, rng: np.random.RandomState) -> np.ndarray:
-        """The member's model label of each class [k]. Up to the head's size, a permutation of
-        0..k-1 (the prior labels classes 0..k-1); beyond it, a random balanced code of k classes
-        onto the head's labels, different for every member (error-correcting output codes)."""
+    def _parts(self, index: int, rng: np.random.RandomState) -> tuple[np.ndarray, ...]:
+        """The member's forward passes, each the model label of every class [k] (-1: not in that
+        pass). Up to the head's size, one pass with a permutation of 0..k-1 (the prior labels
+        classes 0..k-1; member 0 keeps the order). Beyond it, ``ROUNDS`` random partitions of the
+        classes into g = ceil(k / head) groups of near-equal size, one pass per group on the rows
+        of its classes, labelled in a random order: each pass is a problem of at most ``head``
+        classes as the model was trained on, and the passes' conditional probabilities are
+        coupled into one distribution (see couple_groups)."""
         k, head = len(self.classes_), self.pfn_.config.n_outputs
-        if k > head:
-            return rng.permutation(np.arange(k) % head)
-        return np.arange(k) if index == 0 else rng.permutation(k)
+        if k <= head:
+            return (np.arange(k) if index == 0 else rng.permutation(k),)
+        groups = -(-k // head)
+        parts = []
+        for _ in range(ROUNDS):
+            order = rng.permutation(k)
+            for g in range(groups):
+                members = order[g::groups]
+                labels = np.full(k, -1)
+                labels[members] = rng.permutation(len(members))
+                parts.append(labels)
+        return tuple(parts)
 
-    def _member_targets(self, plan: _Plan, y: np.ndarray) -> tuple[np.ndarray, Any]:
-        """Class ids relabelled by the member's class order."""
-        return plan.labels[y], plan.labels
+    def _member_targets(
+        self, plan: _Plan, part: np.ndarray | None, y: np.ndarray
+    ) -> tuple[np.ndarray | slice, np.ndarray, Any]:
+        """The rows of the part's classes, their class ids relabelled by the part's labels."""
+        labels = part[y]  # [n']
+        rows = labels >= 0
+        return rows, labels[rows], part
 
-    def _can_validate(self) -> bool:
-        return len(self.classes_) <= self.pfn_.config.n_outputs  # class codes: no single-pass score
+    def _coded(self) -> bool:
+        """Whether there are more classes than the head (passes over groups of classes)."""
+        return len(self.classes_) > self.pfn_.config.n_outputs
+
+    def _can_select(self, y: np.ndarray) -> bool:
+        """Up to the head's size always; beyond it when every class has a row in each validation
+        fold (then every group of classes has context rows)."""
+        return not self._coded() or np.unique(y, return_counts=True)[1].min() >= FOLDS
+
+    def _can_weight(self) -> bool:
+        """Up to the head's size (beyond it, members are mixed equally)."""
+        return not self._coded()
 
     def _held_out_score(
         self, x_context: np.ndarray, y_context: np.ndarray, x_held: np.ndarray, y_held: np.ndarray
     ) -> float:
-        probs = self.pfn_.predict(x_context, y_context, x_held).cpu().double().numpy()  # [m, K]
-        return float(np.log(np.maximum(probs[np.arange(len(y_held)), y_held], 1e-12)).mean())
+        """One forward pass up to the head's size; beyond it, one per group of classes of member
+        0's parts (see _parts), coupled (couple_groups)."""
+        parts = self._parts(0, np.random.RandomState(SELECTION_SEED))
+        groups, probs = [], []
+        for part in parts:
+            labels = part[y_context]  # [n]
+            rows = labels >= 0
+            out = self.pfn_.predict(x_context[rows], labels[rows], x_held).cpu().double().numpy()  # [m, K]
+            groups.append(np.flatnonzero(part >= 0))
+            probs.append(out[:, part[groups[-1]]])
+        coupled = couple_groups(probs, groups, np.ones(len(parts)), len(self.classes_))  # [m, k]
+        return float(np.log(np.maximum(coupled[np.arange(len(y_held)), y_held], 1e-12)).mean())
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities [m, n_classes]: the members' probabilities averaged, or with more
-        classes than the head, their geometric mean (each member's group probability shared
-        equally among the classes of the group)."""
-        return self._predict_chunks(X, self._combine)
+        """Class probabilities [m, n_classes]: the members' probabilities mixed with their
+        weights, or with more classes than the head, the members' passes over groups of classes
+        coupled into one distribution (see couple_groups). Rows sum to 1."""
+        return self._predict_chunks(X, self._mix)
 
     def _temperature(self) -> float:
         if self.softmax_temperature is not None:
             return float(self.softmax_temperature)
         return float(self.pfn_.card.get("quality", {}).get("temperature", {}).get("best", 1.0))
 
+    def _part_probs(self, member: _Member, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The classes [s] of one member's part and its probabilities of them [m, s] from its
+        logits [m, K]."""
+        classes = np.flatnonzero(member.target_map >= 0)  # [s]
+        return classes, _softmax(output[:, member.target_map[classes]] / self._temperature())
+
     def _member_probs(self, member: _Member, output: np.ndarray) -> np.ndarray:
-        """Class probabilities [m, k] from one member's logits [m, K] (with output codes, its
-        group probability shared equally among the classes of the group)."""
-        labels = np.unique(member.target_map)  # the model labels this member uses
-        group = _softmax(output[:, labels] / self._temperature())  # [m, labels]
-        position = np.searchsorted(labels, member.target_map)  # [k]
-        share = np.bincount(position, minlength=len(labels))[position]  # classes per label
-        return group[:, position] / share  # [m, k]
+        """Class probabilities [m, k] from one member's logits [m, K]: over the classes of its
+        part, 0 for the others."""
+        classes, part = self._part_probs(member, output)
+        probs = np.zeros((len(output), len(self.classes_)))
+        probs[:, classes] = part
+        return probs
 
     def _stacking(self, probs: np.ndarray, y: np.ndarray) -> np.ndarray:
         """By the log-likelihood: the members' probabilities [n, M, k] of the true classes."""
         return likelihood_stacking(np.log(np.maximum(probs[np.arange(len(y)), :, y], 1e-300)))
 
-    def _combine(self, outputs: list[_Weighted]) -> np.ndarray:
-        """Class probabilities [m, k] from the members' logits [m, K]: the weighted mean of the
-        members' probabilities, or with output codes their weighted geometric mean."""
-        coded = len(self.classes_) > self.pfn_.config.n_outputs
-        total = np.zeros((len(outputs[0].output), len(self.classes_)))
-        for member, weight, logits in outputs:
-            probs = self._member_probs(member, logits)  # [m, k]
-            total += weight * (np.log(np.maximum(probs, 1e-300)) if coded else probs)
-        return _softmax(total) if coded else total
+    def _mix(self, outputs: list[_Weighted]) -> np.ndarray:
+        """Class probabilities [m, k] from the members' logits [m, K] (see couple_groups): the
+        weighted mean of the members' probabilities when every pass sees every class."""
+        classes, probs = zip(*(self._part_probs(member, logits) for member, _, logits in outputs), strict=True)
+        weights = np.array([weight for _, weight, _ in outputs])
+        return couple_groups(list(probs), list(classes), weights, len(self.classes_))
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row."""
@@ -573,12 +658,14 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         choose; the quantile transform of the inputs lost regression accuracy (docs/tabular.md)."""
         return ("none", "power")[index % 2]
 
-    def _member_targets(self, plan: _Plan, y: np.ndarray) -> tuple[np.ndarray, Any]:
-        """Standardised targets y [n'], through a quantile transform for odd members."""
+    def _member_targets(
+        self, plan: _Plan, part: np.ndarray | None, y: np.ndarray
+    ) -> tuple[np.ndarray | slice, np.ndarray, Any]:
+        """All rows; standardised targets y [n'], through a quantile transform for odd members."""
         if plan.index % 2 == 0:
-            return y, None
+            return slice(None), y, None
         target_map = QuantileTarget().fit(y)
-        return target_map.transform(y).astype(np.float32), target_map
+        return slice(None), target_map.transform(y).astype(np.float32), target_map
 
     def _bar(self, logits: np.ndarray | torch.Tensor) -> BarDistribution:
         """The model's bar distribution over standardised targets for logits [m, K]."""
@@ -613,7 +700,7 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         step = (borders[1:] + borders[:-1]) / 2 >= y[:, None]  # [n, T]
         return centre_cdf * root_width, step * root_width
 
-    def _mixture(self, outputs: list[_Weighted]) -> np.ndarray:
+    def _mix(self, outputs: list[_Weighted]) -> np.ndarray:
         """The members' bucket probabilities [m, K] (see _member_probs), mixed with their weights."""
         mixed = np.zeros_like(outputs[0].output, dtype=np.float64)  # [m, K]
         for member, weight, logits in outputs:
@@ -627,16 +714,46 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         """The predictive distribution of every row (numpy in, numpy out). It holds K bucket
         probabilities per row; for millions of rows use predict / predict_quantiles, which
         reduce chunk by chunk."""
-        return self._distribution(self._predict_chunks(X, self._mixture))
+        return self._distribution(self._predict_chunks(X, self._mix))
 
     def predict(self, X: Any) -> np.ndarray:
         """The predictive mean of each row."""
-        return self._predict_chunks(X, lambda outputs: self._distribution(self._mixture(outputs)).mean())
+        return self._predict_chunks(X, lambda outputs: self._distribution(self._mix(outputs)).mean())
 
     def predict_quantiles(self, X: Any, quantiles: Any = (0.1, 0.5, 0.9)) -> np.ndarray:
         """Quantiles [m, len(quantiles)] of each row's predictive distribution."""
         levels = np.atleast_1d(np.asarray(quantiles, dtype=np.float64))
-        return self._predict_chunks(X, lambda outputs: self._distribution(self._mixture(outputs)).quantile(levels))
+        return self._predict_chunks(X, lambda outputs: self._distribution(self._mix(outputs)).quantile(levels))
+
+
+def couple_groups(probs: list[np.ndarray], groups: list[np.ndarray], weights: np.ndarray, k: int) -> np.ndarray:
+    """One distribution over k classes [m, k] from J conditional ones: probs[j] [m, s_j] is pass
+    j's probability of each class of its group, groups[j] [s_j] those classes (indices; every
+    class in some group), weights [J] (> 0). The result p minimises
+    sum_j weights_j KL(probs_j || p restricted to group j), found by the fixed-point iteration of
+    Hastie and Tibshirani's pairwise coupling generalised to groups (Zadrozny 2002):
+    p_c <- sum_j w_j probs_jc / sum_{j: c in group j} w_j / p(group j), normalised, at most
+    ``COUPLING_ITERATIONS`` times (each about 4 m sum_j s_j flops, in two products with the
+    sparse group matrix). When every group holds every class this is the weighted mean of probs
+    after one step. Conditional probabilities are floored at ``PROBABILITY_FLOOR`` so that every
+    p stays positive."""
+    sizes = [len(group) for group in groups]
+    rows, columns = np.repeat(np.arange(len(groups)), sizes), np.concatenate(groups)
+    member = sparse.csr_array((np.ones(len(rows)), (rows, columns)), shape=(len(groups), k))  # [J, k]
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)  # [J]
+    numerator = np.zeros((len(probs[0]), k))  # [m, k]
+    for weight, prob, group in zip(w, probs, groups, strict=True):
+        numerator[:, group] += weight * np.maximum(prob, PROBABILITY_FLOOR)
+    p = numerator / numerator.sum(axis=1, keepdims=True)  # [m, k]
+    for _ in range(COUPLING_ITERATIONS):
+        in_group = np.maximum((member @ p.T).T, PROBABILITY_FLOOR)  # [m, J]
+        updated = numerator / (member.T @ (w / in_group).T).T  # [m, k]
+        updated /= updated.sum(axis=1, keepdims=True)
+        converged = np.abs(updated - p).max() < COUPLING_TOLERANCE
+        p = updated
+        if converged:
+            break
+    return p
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -656,8 +773,19 @@ class PredictiveDistribution:
         self.scale = scale
 
     def _z(self, y: Any) -> torch.Tensor:
+        """Standardised values of target values y (a number or an array of numbers); a TypeError
+        or ValueError naming ``y`` for anything else."""
+        try:
+            values = np.asarray(y)
+        except ValueError as error:  # ragged nested sequences
+            raise ValueError(f"y must be a number or an array of numbers, got a ragged sequence: {error}") from None
+        if values.dtype.kind not in "iuf":
+            raise TypeError(
+                f"y must be a number or an array of numbers (target values), got {plain(y)!r} "
+                f"({type(y).__name__} of dtype {values.dtype})"
+            )
         with np.errstate(over="ignore"):
-            return torch.as_tensor((np.asarray(y, dtype=np.float64) - self.loc) / self.scale)
+            return torch.as_tensor((values.astype(np.float64) - self.loc) / self.scale)
 
     def _y(self, z: torch.Tensor) -> np.ndarray:
         """Original-scale values of standardised ones."""
@@ -676,15 +804,22 @@ class PredictiveDistribution:
 
     def interval(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
         """The central interval holding probability ``alpha`` (scipy's convention): (lower, upper)."""
+        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+            raise TypeError(
+                f"alpha must be a number strictly between 0 and 1 (e.g. 0.9), got {plain(alpha)!r} "
+                f"({type(alpha).__name__})"
+            )
         if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be strictly between 0 and 1, got {alpha}")
+            raise ValueError(f"alpha must be strictly between 0 and 1, got {plain(alpha)!r}")
         bounds = self.quantile([(1 - alpha) / 2, (1 + alpha) / 2])
         return bounds[:, 0], bounds[:, 1]
 
     def logpdf(self, y: Any) -> np.ndarray:
+        """The log density at target values y (broadcast against the m rows)."""
         return self.bar.logpdf(self._z(y)).numpy() - math.log(self.scale)
 
     def cdf(self, y: Any) -> np.ndarray:
+        """The CDF at target values y (broadcast against the m rows)."""
         return self.bar.cdf(self._z(y)).numpy()
 
     def sample(self, n: int, random_state: int | None = None) -> np.ndarray:
