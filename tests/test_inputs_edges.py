@@ -130,3 +130,23 @@ def test_a_rows_prediction_does_not_depend_on_its_batch(make):
     np.testing.assert_array_equal(method(X[order]), full[order])
     chunked = est.set_params(batch_size=16).predict(X)
     np.testing.assert_array_equal(chunked, est.set_params(batch_size=1024).predict(X))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda d: d.interval("0.9"), TypeError, r"alpha must be a number strictly between 0 and 1.*'0\.9' \(str\)"),
+        (lambda d: d.interval(True), TypeError, r"alpha must be a number .*True \(bool\)"),
+        (lambda d: d.interval(float("nan")), ValueError, "alpha must be strictly between 0 and 1, got nan"),
+        (lambda d: d.logpdf("a"), TypeError, r"y must be a number or an array of numbers .*'a' \(str"),
+        (lambda d: d.cdf([1 + 2j]), TypeError, r"y must be a number or an array of numbers .*complex"),
+        (lambda d: d.cdf([[1.0], [1.0, 2.0]]), ValueError, "y must be a number or an array of numbers, got a ragged"),
+    ],
+)
+def test_distribution_arguments_that_are_not_numbers_are_named(call, error, message):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 2))
+    dist = PFNRegressor(n_estimators=1).fit(X, X[:, 0]).predict_dist(X[:3])
+    with pytest.raises(error, match=message):
+        call(dist)
+    assert np.isfinite(dist.logpdf(np.zeros(3))).all() and dist.interval(np.float32(0.5))[0].shape == (3,)
