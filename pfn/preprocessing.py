@@ -111,9 +111,10 @@ def check_column_names(frame: pd.DataFrame) -> None:
 def column_kind(series: pd.Series) -> ColumnKind:
     """How "auto" reads a column: datetime (datetime64 with or without a time zone, period, or
     objects that are all datetimes or dates), timedelta (timedelta64 or timedelta objects),
-    categorical (category, bool, boolean, str/string, and object columns that are not all
-    numbers) or numeric (every other int/float, nullable Int/Float, and object columns of
-    numbers). Sparse and complex columns raise a TypeError naming the column."""
+    categorical (category, interval (as pd.cut's bins, which are categories of intervals), bool,
+    boolean, str/string, and object columns that are not all numbers) or numeric (every other
+    int/float, nullable Int/Float, and object columns of numbers). Sparse and complex columns
+    raise a TypeError naming the column."""
     dtype, name = series.dtype, plain(series.name)
     if isinstance(dtype, pd.SparseDtype):
         raise TypeError(f"column {name!r} is sparse ({dtype}); pass a dense table (DataFrame.sparse.to_dense())")
@@ -132,7 +133,7 @@ def column_kind(series: pd.Series) -> ColumnKind:
     if inferred in ("timedelta", "timedelta64"):
         return "timedelta"
     if (
-        isinstance(dtype, pd.CategoricalDtype)
+        isinstance(dtype, (pd.CategoricalDtype, pd.IntervalDtype))
         or pd.api.types.is_bool_dtype(dtype)
         or (pd.api.types.is_string_dtype(dtype) and not _is_numeric_object(series))
     ):

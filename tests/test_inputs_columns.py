@@ -36,6 +36,7 @@ def every_kind(n: int = N, seed: int = 0) -> pd.DataFrame:
             "datetime_tz": (start + pd.to_timedelta(rng.integers(0, 1000, n), unit="h")).tz_localize("Europe/Berlin"),
             "timedelta": pd.to_timedelta(rng.integers(0, 100, n), unit="min"),
             "period": pd.period_range("2020-01", periods=n, freq="M"),
+            "interval": pd.arrays.IntervalArray.from_breaks(rng.integers(0, 3, n + 1).cumsum() * 1.0),
         }
     )
     for column in frame.columns:
@@ -60,6 +61,7 @@ def test_every_column_kind_fits_and_predicts(make, convert):
     assert kinds["datetime"] == kinds["datetime_tz"] == kinds["period"] == "datetime"
     assert kinds["timedelta"] == "timedelta"
     assert kinds["category"] == kinds["string"] == kinds["str"] == kinds["bool"] == kinds["boolean"] == "categorical"
+    assert kinds["interval"] == "categorical"  # raised "is numeric but holds the non-numeric value Interval(...)"
     assert kinds["Int64"] == kinds["numbers_as_objects"] == "numeric"
     out = est.predict_proba(frame) if make is PFNClassifier else est.predict_dist(frame).interval(0.9)
     assert np.isfinite(np.asarray(out, dtype=np.float64)).all()
