@@ -3,8 +3,9 @@
 ``fit`` preprocesses the train rows, chooses the columns the members see (pfn.selection),
 plans the ensemble members (columns, transforms, label order), weights them by stacking their
 held-out predictions (pfn.selection) and runs the train rows through the transformer once per
-member, keeping every layer's keys and values (train rows never attend to test rows, so these
-do not depend on what is predicted later). ``predict`` then only runs test rows, in chunks of
+member (with more classes than the head, once per group of classes of each member; see
+couple_groups), keeping every layer's keys and values (train rows never attend to test rows,
+so these do not depend on what is predicted later). ``predict`` then only runs test rows, in chunks of
 ``batch_size``, and mixes the members' predictions with their weights.
 """
 
