@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+import priors
 from pfn import distributed
 from pfn.checkpoint import CheckpointError, load_model_files, load_state, save_model, save_state
 from pfn.config import ConfigError, RunConfig, TrainConfig, from_dict
@@ -414,13 +415,25 @@ def _snapshots(tensors: dict[str, Tensor], keep: int) -> list[dict[str, Tensor]]
     return [snapshots[j] for j in sorted(snapshots)][-keep:] if keep else []
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the defaults of fields added since filled in. A prior of a type that
+    is not registered in ``priors.PRIORS`` (one defined in a script) stays as it was saved."""
+    if saved["prior"].get("type") in priors.PRIORS:
+        return from_dict(saved).to_dict()
+    return {
+        **saved,
+        "model": dataclasses.asdict(ModelConfig(**saved["model"])),
+        "train": dataclasses.asdict(TrainConfig(**saved["train"])),
+    }
+
+
 def initial_state(config: RunConfig, dev: torch.device, state_path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The saved training state (tensors, state) in ``state_path``, or a fresh one (no tensors
     unless ``train.init_from`` gives starting weights)."""
     tc = config.train
     if state_path.is_file():
         tensors, state = load_state(state_path)
-        saved = from_dict(state["config"]).to_dict()  # defaults of newer fields filled in
+        saved = _with_defaults(state["config"])
         if saved != config.to_dict():
             changed = sorted(k for k in config.to_dict() if saved.get(k) != config.to_dict()[k])
             raise CheckpointError(

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -417,3 +418,22 @@ def test_load_config_reads_one_stage_and_points_recipes_to_load_recipe(tmp_path)
     )
     with pytest.raises(ConfigError, match="is a recipe of 2 stages; read it with load_recipe"):
         load_config(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScriptPrior(priors.FunctionPrior):
+    """A prior defined in a script, not registered in priors.PRIORS."""
+
+    name: ClassVar[str] = "script-only"
+
+    def targets(self, x, n_features, generator):
+        return x[..., 0] + 0.1 * torch.randn(x.shape[:2], generator=generator)
+
+
+def test_a_run_of_an_unregistered_prior_resumes(tmp_path):
+    config = dataclasses.replace(tiny_config(), prior=_ScriptPrior(max_features=3))
+    assert "script-only" not in priors.PRIORS
+    train(config, tmp_path / "run", stop_at=3, progress=False)
+    assert train(config, tmp_path / "run", progress=False)["step"] == 6
+    with pytest.raises(CheckpointError, match="sections differing: \\['prior'\\]"):
+        train(dataclasses.replace(config, prior=_ScriptPrior(max_features=2)), tmp_path / "run", progress=False)
