@@ -13,10 +13,12 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import priors
 from pfn.model import ModelConfig
+
+if TYPE_CHECKING:  # the priors (and gpytorch) load only when a config is built
+    import priors
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -155,6 +157,8 @@ def from_dict(spec: dict[str, Any]) -> RunConfig:
         if key not in spec:
             raise ConfigError(f"the config needs a {key!r} entry")
     try:
+        import priors
+
         prior = priors.from_dict(spec["prior"])
     except (ValueError, TypeError) as error:
         raise ConfigError(f"[prior]: {error}") from None
