@@ -56,6 +56,7 @@ from pfn.train import (
 )
 
 HELDOUT_SEED = 31_415_926  # no training run uses this seed; held-out datasets come from its stream
+HELDOUT_DATASETS = "fixed-horizon"  # names the held-out set; scores made on another are redone
 CALIBRATION_POINTS = (0.1, 0.3, 0.5, 0.7, 0.9)  # schedule fractions whose steps are timed
 GP_GRID = (1, 2, 5, 10, 20, 50, 100, 200)
 GP_TEST_ROWS = 50
@@ -161,13 +162,16 @@ def calibrate(configs: Sequence[RunConfig], repeats: int = 2) -> list[float]:
 
 def heldout_loss(model: PFN, config: RunConfig, n_steps: int) -> float:
     """Mean training loss of ``model`` on ``n_steps`` batches of datasets from the prior's
-    held-out seed stream, with row and train-row counts drawn as at the end of training."""
-    held = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=HELDOUT_SEED))
+    held-out seed stream, with row and train-row counts drawn as at the end of a long schedule
+    (past any row curriculum): the same datasets for every arm, whatever its step count."""
+    horizon = 10**6
+    train_config = dataclasses.replace(config.train, seed=HELDOUT_SEED, steps=horizon)
+    held = dataclasses.replace(config, train=train_config)
     borders = model.borders if config.model.task == "regression" else None
     losses = []
     with torch.no_grad():
         for k in range(n_steps):
-            batch, n_train = draw_step(held, config.train.steps - 1 - k, range(config.train.batch_size))
+            batch, n_train = draw_step(held, horizon - 1 - k, range(config.train.batch_size))
             out = model.model(batch.x, batch.y[:, :n_train], batch.n_features)
             losses.append(loss_fn(config, out.float(), batch.y[:, n_train:], borders, model.tail_scales).item())
     return float(np.mean(losses))
@@ -257,7 +261,7 @@ def run_arm(
     folder: Path,
     budget_s: float,
     precision: str,
-    evaluate: Callable[[Path, RunConfig], dict],
+    evaluate: Callable[..., dict[str, Any]],
 ) -> dict[str, Any]:
     """Plan (calibrate), train (resuming) and score one arm in ``folder``."""
     plan = _plan(base, arm, folder, budget_s, precision)
@@ -265,7 +269,11 @@ def run_arm(
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
     scores_path = folder / "scores.json"
     if scores_path.is_file():
-        return json.loads(scores_path.read_text())
+        scores = json.loads(scores_path.read_text())
+        if scores.get("heldout_datasets") != HELDOUT_DATASETS:  # scored on an earlier held-out set
+            scores.update(evaluate(folder / MODEL_FILE, config, heldout_only=True))
+            write_json(scores_path, scores)
+        return scores
     train(config, folder, command=f"pfn bench recipe (arm {arm})", progress=False)
     card = read_card(folder / MODEL_FILE)
     t = card["training"]
@@ -317,9 +325,14 @@ def run(
         precision = choose_precision(base, torch.device("cpu"), borders, tails)[0]
     kind = "gp" if base.prior.to_dict().get("type") == "gp" else base.model.task
 
-    def evaluate(weights: Path, arm_config_: RunConfig) -> dict[str, Any]:
+    def evaluate(weights: Path, arm_config_: RunConfig, heldout_only: bool = False) -> dict[str, Any]:
         model_ = PFN.from_files(weights)
-        scores = {"heldout_loss": heldout_loss(model_, arm_config_, 2 if quick else 32)}
+        scores = {
+            "heldout_loss": heldout_loss(model_, arm_config_, 2 if quick else 32),
+            "heldout_datasets": HELDOUT_DATASETS,
+        }
+        if heldout_only:
+            return scores
         if kind == "gp":
             scores.update(gp_gap(model_, arm_config_, 16 if quick else 300))
         else:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from test_tabular_benchmark import _tables
 
 from benchmarks import recipe
@@ -69,3 +70,20 @@ def test_a_classification_arm_is_scored_on_the_tables(tmp_path):
 def test_the_ladder_takes_a_config_not_a_model(tmp_path):
     with pytest.raises(ConfigError, match="give --config, not --model"):
         recipe.run(tmp_path, quick=True, model="gp")
+
+
+def test_the_held_out_datasets_do_not_depend_on_an_arms_step_count(tmp_path, monkeypatch):
+    base = load_config(write_config(tmp_path / "c.toml", "regression"))
+    seen = []
+    monkeypatch.setattr(recipe, "loss_fn", lambda config, out, y, borders, tails: seen.append(y.clone()) or y.sum())
+
+    class Model:
+        borders, tail_scales = None, None
+
+        @staticmethod
+        def model(x, y_train, n_features):
+            return x
+
+    for steps in (100, 5000):
+        recipe.heldout_loss(Model, recipe.arm_config(base, "baseline", steps=steps), 3)
+    assert all(torch.equal(a, b) for a, b in zip(seen[:3], seen[3:], strict=True))
