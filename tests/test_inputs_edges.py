@@ -101,17 +101,21 @@ def linear_data(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     return X[:n], y[:n], X[n:], y[n:]
 
 
-@pytest.mark.parametrize("n, before", [(2, 0.42), (3, 0.64)])
-def test_intervals_from_few_rows_are_not_overconfident(n, before):
-    """A 90% interval covered 42% of targets with 2 train rows and 64% with 3 (40 datasets):
-    the targets were scaled by their own standard deviation, which the model takes as known."""
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_intervals_from_few_rows_are_not_overconfident(n):
+    """Central 80% and 90% intervals from 2, 3 and 5 train rows cover within 0.15 below and
+    0.08 above their level (20 linear tables, 4 members; measured 0.67 / 0.81, 0.82 / 0.93 and
+    0.78 / 0.89). Before the few-rows widening a 90% interval covered 42% with 2 rows and 64%
+    with 3: the targets were scaled by their own standard deviation, which the model takes as
+    known."""
+    levels = np.array([0.8, 0.9])
     covered = []
     for seed in range(20):
         X, y, X_test, y_test = linear_data(n, np.random.default_rng(1000 * n + seed))
-        reg = PFNRegressor(n_estimators=4, random_state=seed, show_progress=False).fit(X, y)
-        lo, hi = reg.predict_dist(X_test).interval(0.9)
-        covered.append(np.mean((y_test >= lo) & (y_test <= hi)))
-    assert np.mean(covered) > max(0.75, before + 0.1), np.mean(covered)
+        dist = PFNRegressor(n_estimators=4, random_state=seed, show_progress=False).fit(X, y).predict_dist(X_test)
+        covered.append([np.mean((y_test >= lo) & (y_test <= hi)) for lo, hi in map(dist.interval, levels)])
+    coverage = np.mean(covered, axis=0)  # [2]
+    assert ((coverage > levels - 0.15) & (coverage < levels + 0.08)).all(), coverage
 
 
 @pytest.mark.parametrize("make", [PFNClassifier, PFNRegressor])
