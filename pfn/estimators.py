@@ -615,8 +615,9 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     |y| / √n for targets without spread) and mapped back; the model sees them clipped to its
     buckets' range, so that the bar distribution's tails carry outliers.
     Every second member (1, 3, ...) sees them through a quantile transform to a normal shape
-    fitted on the train targets, so that skewed and heavy-tailed targets fall where the model's
-    buckets are fine; its distribution is mapped back onto the model's buckets. Members 1 and 3
+    fitted on the train targets (widened for few rows as the others' from 3 rows on), so that
+    skewed and heavy-tailed targets fall where the model's buckets are fine; its distribution is
+    mapped back onto the model's buckets. Members 1 and 3
     see the inputs through a Yeo-Johnson power transform; members 4..7 see every column with
     3..30 distinct values (category codes, ratings, small counts) replaced by its cross-fitted
     target encoding (pfn.preprocessing.TargetEncodedColumns), in every pairing of target

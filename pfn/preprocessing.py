@@ -42,6 +42,7 @@ FENCE_TAIL = 0.01  # target fences start from the 1% and 99% quantiles ...
 FENCE_ROWS = 3  # ... or further in, so that at least 3 rows lie beyond each (at most the quartiles)
 FENCE = 5.0  # ... and lie this many times the quantile's distance from the median beyond it
 INTERVAL = 0.9  # the central interval whose few-row width TargetScale matches (see few_rows_factor)
+WIDEN_ALL_ROWS = 3  # from this many train rows the quantile-target members are widened too (quantile_target_factor)
 EPOCH = pd.Timestamp("1970-01-01")
 SECOND = pd.Timedelta(seconds=1)
 MemberTransform = Literal["none", "quantile", "power", "target"]
@@ -361,18 +362,19 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
 
 
 class QuantileTarget:
-    """A monotone map of standardised targets to a standard normal shape (quantile transform,
-    then standardised again), fitted on the train targets. Skewed or heavy-tailed targets then
-    fall where the model's buckets are fine instead of in its coarse outer ones. Beyond the
-    train targets' range it continues linearly with the slope of its outer 2% at that end, so
-    that targets outside the train range keep a density (sklearn's QuantileTransformer alone
-    clips there)."""
+    """A monotone map of standardised targets to a normal shape (quantile transform, then
+    standardised again and divided by :func:`quantile_target_factor`, so that from 3 rows on
+    the member sees its targets as narrowed by the few-rows widening as the other members do),
+    fitted on the train targets. Skewed or heavy-tailed targets then fall where the model's
+    buckets are fine instead of in its coarse outer ones. Beyond the train targets' range it
+    continues linearly with the slope of its outer 2% at that end, so that targets outside the
+    train range keep a density (sklearn's QuantileTransformer alone clips there)."""
 
     def fit(self, z: np.ndarray) -> QuantileTarget:
         self.quantile_ = QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, len(z)))
         mapped = self.quantile_.fit_transform(z.reshape(-1, 1))[:, 0]  # [n]
         self.mean_ = float(mapped.mean())
-        self.scale_ = max(float(mapped.std()), 1e-6)
+        self.scale_ = max(float(mapped.std()), 1e-6) * quantile_target_factor(len(z))
         distinct = np.unique(z)  # [u], sorted
         self.low_, self.high_ = float(distinct[0]), float(distinct[-1])
         self.bottom_, self.top_ = (float(t) for t in self._inside(np.array([self.low_, self.high_])))
@@ -414,12 +416,22 @@ class QuantileTarget:
 def few_rows_factor(n: int) -> float:
     """How much wider than the sample standard deviation of n >= 2 targets their scale is
     taken: Student's t quantile (n - 1 degrees of freedom) over the normal's at the ``INTERVAL``
-    level (3.8 at 2 rows, 1.3 at 5, 1.1 at 10, 1.01 at 100). The model was trained on targets
-    standardised by their population's standard deviation and treats the scale it is given as
-    known; from n rows that scale is uncertain, and this widening makes a normal predictive's
-    central interval at that level the t predictive's."""
+    level, times √(1 + 1/n) (4.7 at 2 rows, 2.1 at 3, 1.4 at 5, 1.2 at 10, 1.03 at 50). The
+    model was trained on targets standardised by their population's mean and standard deviation
+    and treats the location and scale it is given as known; from n rows both are uncertain, and
+    this widening makes a normal predictive's central interval at that level the t predictive's
+    for a new target (the √(1 + 1/n) is the uncertainty of the mean)."""
     level = (1 + INTERVAL) / 2
-    return float(stats.t.ppf(level, n - 1) / stats.norm.ppf(level))
+    return float(stats.t.ppf(level, n - 1) / stats.norm.ppf(level) * math.sqrt(1 + 1 / n))
+
+
+def quantile_target_factor(n: int) -> float:
+    """The few-rows widening of the quantile-target members (:class:`QuantileTarget`), whose
+    transform re-standardises their targets and so undoes :class:`TargetScale`'s: the same
+    :func:`few_rows_factor` from ``WIDEN_ALL_ROWS`` (3) rows on, none below. With 2 rows the
+    unwidened quantile members are what gives the mixture its heavy tails (widened too, the
+    2-row mean NLL rose from 3.4 to 17.6 on linear tables; docs/quickstart.md)."""
+    return few_rows_factor(n) if n >= WIDEN_ALL_ROWS else 1.0
 
 
 class TargetScale:

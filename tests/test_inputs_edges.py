@@ -103,19 +103,20 @@ def linear_data(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
 
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_intervals_from_few_rows_are_not_overconfident(n):
-    """Central 80% and 90% intervals from 2, 3 and 5 train rows cover within 0.15 below and
-    0.08 above their level (20 linear tables, 4 members; measured 0.67 / 0.81, 0.82 / 0.93 and
-    0.78 / 0.89). Before the few-rows widening a 90% interval covered 42% with 2 rows and 64%
-    with 3: the targets were scaled by their own standard deviation, which the model takes as
-    known."""
+    """Central 80% and 90% intervals from 2, 3 and 5 train rows cover within 0.05 of their
+    level (40 linear tables, default settings; measured 0.76 / 0.90, 0.82 / 0.92 and 0.79 / 0.89).
+    With the few-rows widening on the plain members only (the quantile-target members'
+    transform undid it) they covered 0.76 / 0.89, 0.71 / 0.85 and 0.72 / 0.84; before any
+    widening a 90% interval covered 42% with 2 rows and 64% with 3: the targets were scaled by
+    their own standard deviation, which the model takes as known."""
     levels = np.array([0.8, 0.9])
     covered = []
-    for seed in range(20):
+    for seed in range(40):
         X, y, X_test, y_test = linear_data(n, np.random.default_rng(1000 * n + seed))
-        dist = PFNRegressor(n_estimators=4, random_state=seed, show_progress=False).fit(X, y).predict_dist(X_test)
+        dist = PFNRegressor(random_state=seed, show_progress=False).fit(X, y).predict_dist(X_test)
         covered.append([np.mean((y_test >= lo) & (y_test <= hi)) for lo, hi in map(dist.interval, levels)])
     coverage = np.mean(covered, axis=0)  # [2]
-    assert ((coverage > levels - 0.15) & (coverage < levels + 0.08)).all(), coverage
+    assert (np.abs(coverage - levels) < 0.05).all(), coverage
 
 
 @pytest.mark.parametrize("make", [PFNClassifier, PFNRegressor])
