@@ -108,7 +108,7 @@ class _PFNBase(BaseEstimator):
         batch_size: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
     ) -> None:
         self.model = model
         self.n_estimators = n_estimators
@@ -141,6 +141,8 @@ class _PFNBase(BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {plain(value)!r}")
+        if self.show_progress not in (None, True, False):
+            raise ValueError(f"show_progress must be None, True or False, got {plain(self.show_progress)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -363,7 +365,9 @@ class _PFNBase(BaseEstimator):
         weighted = list(zip(self.members_, self.member_weights_, strict=True))
         chunks = range(0, len(x), self.batch_size)
         results = []
-        for start in tqdm(chunks, disable=not self.show_progress or len(chunks) < 8, desc="predict", unit="chunk"):
+        # tqdm's disable=None: a bar only where stderr is a terminal; show_progress=True forces one
+        disable = len(chunks) < 8 or (None if self.show_progress is None else not self.show_progress)
+        for start in tqdm(chunks, disable=disable, desc="predict", unit="chunk"):
             part = x[start : start + self.batch_size]
             results.append(reduce([_Weighted(m, float(w), self._member_forward(m, part)) for m, w in weighted]))
         return np.concatenate(results)
@@ -440,7 +444,8 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     batch_size : test rows per forward pass; memory is bounded by it.
     device : "auto" (CUDA when available), "cpu" or "cuda".
     random_state : seeds the members' permutations, subsamples and transforms.
-    show_progress : show a progress bar for large predictions.
+    show_progress : a progress bar for large predictions: None (default) where stderr is a
+        terminal, True always, False never.
     """
 
     _task = "classification"
@@ -458,7 +463,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         batch_size: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
     ) -> None:
         super().__init__(
             model,

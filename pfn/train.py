@@ -584,7 +584,11 @@ def _fit(
     autocast = precision_context(dev, state["precision"])
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
     bar = tqdm(
-        total=end, initial=state["step"], disable=not (progress and procs.is_main), desc=config.name, unit="step"
+        total=end,
+        initial=state["step"],
+        disable=None if progress and procs.is_main else True,  # None: a bar only where stderr is a terminal
+        desc=config.name,
+        unit="step",
     )
 
     def checkpoint() -> None:

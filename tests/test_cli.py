@@ -80,6 +80,7 @@ def test_missing_or_unknown_arguments_exit_with_usage(argv):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow  # runs all of `pfn demo` (make demo runs it too)
 def test_demo_prints_a_table_with_every_learner(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out

@@ -289,3 +289,15 @@ def test_a_single_train_row_fits_without_warnings_and_a_distribution_as_wide_as_
     assert reg.predict(X[:1])[0] == pytest.approx(3.0, rel=0.1)  # the row seen
     assert (lo < 3.0).all() and (hi > 3.0).all()
     assert (hi[1:] - lo[1:] > 3.0).all()  # rows unlike the one seen: a scale of |y|, not 4e-12
+
+
+@pytest.mark.parametrize("show_progress, bar", [(None, False), (True, True), (False, False)])
+def test_the_predict_bar_shows_where_asked_and_by_default_only_on_a_terminal(show_progress, bar, capsys):
+    """Under pytest stderr is not a terminal: the default shows no bar, True forces one."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    clf = PFNClassifier(n_estimators=1, batch_size=8, show_progress=show_progress, random_state=0).fit(X, y)
+    clf.predict_proba(rng.normal(size=(80, 3)))  # 10 chunks
+    assert ("predict" in capsys.readouterr().err) == bar
+    with pytest.raises(ValueError, match="show_progress must be None, True or False"):
+        PFNClassifier(show_progress="yes").fit(X, y)
