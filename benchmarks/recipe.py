@@ -279,10 +279,7 @@ def run_arm(
     t = card["training"]
     scores = {
         "arm": arm,
-        "change": {
-            s: {k: (v if not callable(v) else getattr(getattr(config, s), k)) for k, v in f.items()}
-            for s, f in arm_change(arm).items()
-        },
+        "change": {s: {k: getattr(getattr(config, s), k) for k in f} for s, f in arm_change(arm).items()},
         "steps": t["steps"],
         "datasets_seen": t["datasets_seen"],
         "cpu_minutes": round(60 * t["cpu_hours"], 2),
