@@ -12,8 +12,10 @@ so these do not depend on what is predicted later). ``predict`` then only runs t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from tqdm.auto import tqdm
@@ -130,21 +133,21 @@ class _PFNBase(BaseEstimator):
 
     # ------------------------------------------------------------ validation
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "model": [str, os.PathLike, None],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "select_features": ["boolean"],
+        "weight_members": ["boolean"],
+        "categorical_features": [StrOptions({"auto"}), list],
+        "max_train_rows": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
+        "show_progress": ["boolean", None],
+    }
+
     def _check_params(self) -> None:
-        if not (isinstance(self.n_estimators, (int, np.integer)) and self.n_estimators >= 1):
-            raise ValueError(f"n_estimators must be an integer >= 1, got {plain(self.n_estimators)!r}")
-        for name in ("max_train_rows", "batch_size"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {plain(value)!r}")
-        for name in ("select_features", "weight_members"):
-            value = getattr(self, name)
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {plain(value)!r}")
-        if self.show_progress not in (None, True, False):
-            raise ValueError(f"show_progress must be None, True or False, got {plain(self.show_progress)!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        self._validate_params()  # scikit-learn's check against _parameter_constraints
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
 
@@ -179,7 +182,6 @@ class _PFNBase(BaseEstimator):
     def _fit_members(self, frame: pd.DataFrame, y: np.ndarray, stratify: np.ndarray | None) -> None:
         """Preprocess, then build each member with its train keys/values cached.
         frame: validated X (see _frame); y: targets [n] as fit passes them (see _targets)."""
-        self._check_params()
         if len(y) != len(frame):
             raise ValueError(f"X has {len(frame)} rows but y has {len(y)}")
         self.preprocessor_ = TablePreprocessor(self.categorical_features).fit(frame)
@@ -450,6 +452,10 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
 
     _task = "classification"
     _default_model = "tabular-clf"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **_PFNBase._parameter_constraints,
+        "softmax_temperature": [Interval(Real, 0, None, closed="neither"), None],
+    }
 
     def __init__(
         self,
@@ -481,6 +487,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
 
     def fit(self, X: Any, y: Any) -> PFNClassifier:
         """Preprocess the train rows and cache their keys/values for every member."""
+        self._check_params()
         self._check_y_given(y)
         frame = self._frame(X, reset=True)
         y = column_or_1d(y, warn=True)
@@ -497,9 +504,6 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         check_classification_targets(y)
         if len(self.classes_) < 2:
             raise ValueError(f"y has only one class ({plain(self.classes_[0])!r}); a classifier needs at least two")
-        temperature = self.softmax_temperature
-        if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"softmax_temperature must be None or > 0, got {plain(temperature)!r}")
         self._fit_members(frame, encoded, stratify=encoded)
         return self
 
@@ -638,6 +642,7 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     def fit(self, X: Any, y: Any) -> PFNRegressor:
         """Preprocess the train rows, standardise y and cache the members' keys/values. The
         standardisation is ``y_mean_`` (location) and ``y_scale_`` (see pfn.preprocessing.TargetScale)."""
+        self._check_params()
         self._check_y_given(y)
         frame = self._frame(X, reset=True)
         y = column_or_1d(

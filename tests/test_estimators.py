@@ -255,7 +255,7 @@ def test_bad_predict_input_is_named(clf_data):
     named = PFNClassifier(n_estimators=1).fit(pd.DataFrame(X, columns=list("abcdef")), y)
     with pytest.raises(ValueError, match="feature names"):
         named.predict(pd.DataFrame(X_test, columns=list("abcdeg")))
-    with pytest.raises(ValueError, match="n_estimators must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"'n_estimators' parameter of PFN\w+ must be an int in the range \[1, inf\)"):
         PFNClassifier(n_estimators=0).fit(X, y)
 
 
@@ -299,5 +299,22 @@ def test_the_predict_bar_shows_where_asked_and_by_default_only_on_a_terminal(sho
     clf = PFNClassifier(n_estimators=1, batch_size=8, show_progress=show_progress, random_state=0).fit(X, y)
     clf.predict_proba(rng.normal(size=(80, 3)))  # 10 chunks
     assert ("predict" in capsys.readouterr().err) == bar
-    with pytest.raises(ValueError, match="show_progress must be None, True or False"):
+    with pytest.raises(ValueError, match=r"'show_progress' parameter of PFN\w+ must be an instance of 'bool'"):
         PFNClassifier(show_progress="yes").fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "estimator, params, name",
+    [
+        (PFNClassifier, {"softmax_temperature": 0.0}, "softmax_temperature"),
+        (PFNClassifier, {"device": "gpu"}, "device"),
+        (PFNRegressor, {"categorical_features": "all"}, "categorical_features"),
+        (PFNRegressor, {"max_train_rows": 0}, "max_train_rows"),
+        (PFNRegressor, {"random_state": "seven"}, "random_state"),
+    ],
+)
+def test_parameters_are_checked_against_their_constraints_before_any_work(estimator, params, name):
+    X, y = np.zeros((10, 2)), np.arange(10) % 2
+    with pytest.raises(ValueError, match=f"'{name}' parameter of {estimator.__name__} must be"):
+        estimator(**params).fit(X, y)
+    assert name in estimator._parameter_constraints
