@@ -24,7 +24,7 @@ import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from tqdm.auto import tqdm
@@ -147,7 +147,14 @@ class _PFNBase(BaseEstimator):
     }
 
     def _check_params(self) -> None:
-        self._validate_params()  # scikit-learn's check against _parameter_constraints
+        try:
+            self._validate_params()  # scikit-learn's check against _parameter_constraints
+        except InvalidParameterError as error:  # its message shows numpy scalars as np.int64(0): plain values
+            message = str(error)
+            for value in self.get_params(deep=False).values():
+                if isinstance(value, np.generic):
+                    message = message.replace(repr(value), repr(plain(value)))
+            raise InvalidParameterError(message) from None
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
 
