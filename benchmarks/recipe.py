@@ -38,18 +38,16 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment
+from benchmarks.throughput import StepTimer
 from pfn.checkpoint import read_card, write_json
 from pfn.config import ConfigError, RunConfig, load_config
 from pfn.inference import PFN
 from pfn.train import (
     MODEL_FILE,
-    backward,
     build_model,
-    build_optimizer,
     choose_precision,
     draw_step,
     loss_fn,
-    precision_context,
     seed_for,
     target_support,
     train,
@@ -114,35 +112,28 @@ def arm_config(base: RunConfig, arm: str, steps: int | None = None) -> RunConfig
     return RunConfig(name=f"{base.name}-{arm}", prior=base.prior, model=sections["model"], train=train_config)
 
 
-class _Stepper:
-    """A fresh model and optimizer of ``config`` that time training steps on given datasets."""
+def _timer(config: RunConfig) -> StepTimer:
+    """The throughput benchmark's step timer for a fresh model of ``config`` (regression borders
+    from a small draw of the prior)."""
+    support: dict[str, Any] = {}
+    if config.model.task == "regression":
+        small = dataclasses.replace(config, train=dataclasses.replace(config.train, border_datasets=200))
+        support["borders"], support["tail_scales"] = target_support(small)
+    return StepTimer(config, support, config.train.precision, compiled=False)
 
-    def __init__(self, config: RunConfig) -> None:
-        tc = config.train
-        self.config, self.model = config, build_model(config)
-        self.optimizer = build_optimizer(tc, self.model)
-        self.borders = self.tail_scales = None
-        if config.model.task == "regression":
-            small = dataclasses.replace(config, train=dataclasses.replace(tc, border_datasets=200))
-            edges, tails = target_support(small)
-            self.borders, self.tail_scales = torch.tensor(edges), tuple(tails)
-        self.context = precision_context(torch.device("cpu"), tc.precision)
 
-    def seconds(self, batch: Any, n_train: int) -> float:
-        """Process CPU seconds of forward, backward and optimizer step on one step's datasets."""
-        start = time.process_time()
-        self.optimizer.zero_grad(set_to_none=True)
-        tc = self.config.train
-        backward(self.config, self.model, batch, n_train, tc.accumulation, self.context, self.borders, self.tail_scales)
-        self.optimizer.step()
-        return time.process_time() - start
+def _cpu_seconds(timer: StepTimer, batch: Any, n_train: int) -> float:
+    """Process CPU seconds of one training step of ``timer`` on one step's datasets."""
+    start = time.process_time()
+    timer.step(batch, n_train)
+    return time.process_time() - start
 
 
 def calibrate(configs: Sequence[RunConfig], repeats: int = 2) -> list[float]:
     """Process CPU seconds of one training step (drawing the datasets included) of each config, on
     the same datasets at :data:`CALIBRATION_POINTS` of the schedule, the configs' steps
     interleaved so that a change in the machine's speed touches all of them alike."""
-    steppers = [_Stepper(c) for c in configs]
+    timers = [_timer(c) for c in configs]
     tc = configs[0].train
     batches = []
     draw = 0.0
@@ -150,13 +141,13 @@ def calibrate(configs: Sequence[RunConfig], repeats: int = 2) -> list[float]:
         start = time.process_time()
         batches.append(draw_step(configs[0], int(f * tc.steps), range(tc.batch_size)))
         draw += time.process_time() - start
-    for stepper in steppers:  # warm-up
-        stepper.seconds(*batches[0])
-    totals = [0.0] * len(steppers)
+    for timer in timers:  # warm-up
+        _cpu_seconds(timer, *batches[0])
+    totals = [0.0] * len(timers)
     for _ in range(repeats):
         for batch in batches:
-            for k, stepper in enumerate(steppers):
-                totals[k] += stepper.seconds(*batch)
+            for k, timer in enumerate(timers):
+                totals[k] += _cpu_seconds(timer, *batch)
     return [(total / repeats + draw) / len(batches) for total in totals]
 
 
