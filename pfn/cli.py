@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 import os
 import shlex
 import sys
@@ -34,6 +35,8 @@ def _train(args: argparse.Namespace) -> int:
             )
         return 0
     command = "pfn train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    if not args.quiet:  # where no progress bar shows (output not a terminal), the trainer logs lines
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from pfn.checkpoint import load_state
     from pfn.train import STATE_FILE, train
 
@@ -53,10 +56,10 @@ def _train(args: argparse.Namespace) -> int:
         )
         if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
             print(
-                f"{config.name} stage {k}/{len(stages)}: step {state['step']}/{config.train.steps}, "
-                f"{state['datasets_seen']} datasets, weights and card in {folder}"
+                f"{config.name} stage {k}/{len(stages)}: step {state.step}/{config.train.steps}, "
+                f"{state.datasets_seen} datasets, weights and card in {folder}"
             )
-        if state["step"] < config.train.steps:
+        if state.step < config.train.steps:
             return 0  # stopped by --stop-at: later stages wait for this one
     return 0
 
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes that draw the prior's datasets ahead of the steps (0: in the training loop)",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.set_defaults(run=_train)
     b = sub.add_parser("bench", help="run a benchmark; writes JSON and plots to --out")
     b.add_argument("name", help="benchmark name, e.g. gp")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import os
 import platform
 import time
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ STATE_FILE = "state.safetensors"
 MODEL_FILE = "model.safetensors"
 BORDER_STREAM = 2**31 - 1  # a seed stream that no training step uses
 CPU_MEASURE = "process CPU time"  # what a card's cpu_hours counts (older cards: wall time x threads)
+
+logger = logging.getLogger(__name__)
 
 
 def seed_for(*parts: int) -> int:
@@ -304,44 +308,44 @@ def stage_record(card: dict[str, Any], source: str) -> dict[str, Any]:
     }
 
 
-def _stages(state: dict[str, Any]) -> list[dict[str, Any]]:
+def _stages(state: TrainState) -> list[dict[str, Any]]:
     """The earlier stages of a run, oldest first."""
-    stages, stage = [], state.get("init_from")
+    stages, stage = [], state.init_from
     while stage:
         stages.insert(0, stage)
         stage = stage.get("init_from")
     return stages
 
 
-def make_card(config: RunConfig, state: dict[str, Any], command: str) -> dict[str, Any]:
+def make_card(config: RunConfig, state: TrainState, command: str) -> dict[str, Any]:
     """The JSON card of a model trained to ``state`` (totals include earlier stages)."""
     card = config.to_dict()
     card["task"] = config.model.task
-    cpu_hours = round(state["cpu_seconds"] / 3600, 3) if "gpu" not in state["hardware"] else None
+    cpu_hours = round(state.cpu_seconds / 3600, 3) if "gpu" not in state.hardware else None
     stages = _stages(state)
     card["training"] = {
         "command": command,
-        "steps": state["step"],
-        "datasets_seen": state["datasets_seen"],
-        "wall_time_s": round(state["wall_time_s"], 1),
+        "steps": state.step,
+        "datasets_seen": state.datasets_seen,
+        "wall_time_s": round(state.wall_time_s, 1),
         "cpu_hours": cpu_hours,
-        "cpu_hours_measure": state.get("cpu_measure", "wall time x threads"),
-        "sampler_wait_s": round(state["sampler_wait_s"], 1),
-        "hardware": state["hardware"],
-        "precision": state["precision"],
-        "precision_measurement": state["precision_measurement"],
+        "cpu_hours_measure": state.cpu_measure,
+        "sampler_wait_s": round(state.sampler_wait_s, 1),
+        "hardware": state.hardware,
+        "precision": state.precision,
+        "precision_measurement": state.precision_measurement,
         "torch": torch.__version__,
-        "curve": state["curve"],
+        "curve": state.curve,
     }
     if stages:
-        card["training"]["init_from"] = state["init_from"]
-        card["training"]["total_datasets_seen"] = state["datasets_seen"] + sum(s["datasets_seen"] for s in stages)
+        card["training"]["init_from"] = state.init_from
+        card["training"]["total_datasets_seen"] = state.datasets_seen + sum(s["datasets_seen"] for s in stages)
         if cpu_hours is not None and all(s.get("cpu_hours") is not None for s in stages):
             card["training"]["total_cpu_hours"] = round(cpu_hours + sum(s["cpu_hours"] for s in stages), 3)
-    if state.get("borders") is not None:
-        card["borders"] = state["borders"]
-        card["tail_scales"] = state.get("tail_scales")
-    card["quality"] = state.get("quality", {})
+    if state.borders is not None:
+        card["borders"] = state.borders
+        card["tail_scales"] = state.tail_scales
+    card["quality"] = state.quality
     return card
 
 
@@ -427,23 +431,63 @@ def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def initial_state(config: RunConfig, dev: torch.device, state_path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+@dataclass
+class TrainState:
+    """What a run carries from step to step besides tensors; saved as the JSON of its state file.
+
+    ``curve`` holds [step, datasets seen, mean loss] every ``log_every`` steps; ``cpu_seconds``
+    is process CPU time summed over the processes (``cpu_measure`` says so); ``borders`` and
+    ``tail_scales`` are the regression head's support (None for classification); ``init_from``
+    records the checkpoint an earlier stage wrote, with its own origin inside it."""
+
+    config: dict[str, Any]
+    precision: str
+    precision_measurement: dict[str, float]
+    borders: list[float] | None = None
+    tail_scales: list[float] | None = None
+    init_from: dict[str, Any] | None = None
+    step: int = 0
+    datasets_seen: int = 0
+    wall_time_s: float = 0.0
+    cpu_seconds: float = 0.0
+    cpu_measure: str = CPU_MEASURE
+    sampler_wait_s: float = 0.0
+    curve: list[list[float]] = field(default_factory=list)
+    loss_window: list[float] = field(default_factory=list)  # losses since the last curve point
+    hardware: dict[str, Any] = field(default_factory=dict)
+    replicas: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)  # each optimizer's param groups
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainState:
+        """A state read back from a state file, with what older versions did not save filled in
+        (every migration of the state is here)."""
+        saved = dict(saved)
+        hw = saved.get("hardware", {})  # states from before process CPU time: their best estimate
+        saved.setdefault("cpu_seconds", saved["wall_time_s"] * hw.get("torch_threads", 1) * hw.get("processes", 1))
+        saved.setdefault("cpu_measure", f"wall time x threads until step {saved['step']}, then {CPU_MEASURE}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+def initial_state(config: RunConfig, dev: torch.device, state_path: Path) -> tuple[dict[str, Tensor], TrainState]:
     """The saved training state (tensors, state) in ``state_path``, or a fresh one (no tensors
     unless ``train.init_from`` gives starting weights)."""
     tc = config.train
     if state_path.is_file():
-        tensors, state = load_state(state_path)
-        saved = _with_defaults(state["config"])
-        if saved != config.to_dict():
-            changed = sorted(k for k in config.to_dict() if saved.get(k) != config.to_dict()[k])
+        tensors, saved = load_state(state_path)
+        state = TrainState.from_saved(saved)
+        if _with_defaults(state.config) != config.to_dict():
+            old = _with_defaults(state.config)
+            changed = sorted(k for k in config.to_dict() if old.get(k) != config.to_dict()[k])
             raise CheckpointError(
                 f"{state_path.parent} holds a run of a different config (sections differing: {changed}); "
                 "use another --out folder or the original config"
             )
-        hw = state.get("hardware", {})  # states from before these fields: their best estimate
-        state.setdefault("cpu_seconds", state["wall_time_s"] * hw.get("torch_threads", 1) * hw.get("processes", 1))
-        state.setdefault("sampler_wait_s", 0.0)
-        state.setdefault("cpu_measure", f"wall time x threads until step {state['step']}, then {CPU_MEASURE}")
         return tensors, state
     tensors, origin = {}, None
     if tc.init_from:
@@ -454,22 +498,14 @@ def initial_state(config: RunConfig, dev: torch.device, state_path: Path) -> tup
     if config.model.task == "regression":
         borders, tail_scales = target_support(config, init_card["borders"] if origin else None)
     precision, measured = choose_precision(config, dev, borders, tail_scales)
-    state = {
-        "config": config.to_dict(),
-        "step": 0,
-        "datasets_seen": 0,
-        "wall_time_s": 0.0,
-        "cpu_seconds": 0.0,
-        "cpu_measure": CPU_MEASURE,
-        "sampler_wait_s": 0.0,
-        "curve": [],
-        "loss_window": [],  # losses since the last curve point
-        "precision": precision,
-        "precision_measurement": measured,
-        "borders": borders,
-        "tail_scales": tail_scales,
-        "init_from": origin,
-    }
+    state = TrainState(
+        config=config.to_dict(),
+        precision=precision,
+        precision_measurement=measured,
+        borders=borders,
+        tail_scales=tail_scales,
+        init_from=origin,
+    )
     return tensors, state
 
 
@@ -511,139 +547,152 @@ def train(
     backend: str = "auto",
     sampler_workers: int = 0,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> TrainState:
     """Fit a PFN to ``config.prior``, writing ``out_dir/state.safetensors`` (resumable training
     state) and ``out_dir/model.safetensors`` + ``model.json`` (weights and card) every
     ``checkpoint_every`` steps. Resumes from an existing state in ``out_dir``. ``stop_at`` ends
-    this sitting at that step (the schedule still spans ``config.train.steps``).
+    this run at that step (the schedule still spans ``config.train.steps``; run again to go on).
+
+    Progress: a bar where stderr is a terminal, else a line logged (``logging``, logger
+    ``pfn.train``) every ``log_every`` steps; ``progress=False`` shows neither.
 
     Under ``torchrun`` the run is data-parallel (DistributedDataParallel; ``backend`` "auto"
     takes nccl on GPUs, gloo on CPUs): the global batch ``train.batch_size`` is split across the
     processes, each drawing only its slice (see :func:`draw_step`); rank 0 logs and writes.
     ``sampler_workers`` > 0 draws the prior's datasets in that many worker processes, ahead of
     the step that uses them. Returns the final training state."""
+    if sampler_workers < 0:
+        raise ConfigError(f"sampler_workers must be >= 0, got {sampler_workers}")
     procs, dev = distributed.start(device, backend)
     finished = False
     try:
-        state = _fit(config, Path(out_dir), procs, dev, command, stop_at, sampler_workers, progress)
+        run = _Run(config, Path(out_dir), procs, dev, command)
+        run.fit(stop_at, sampler_workers, progress)
         finished = True
     finally:
         procs.close(wait=finished)
-    return state
+    return run.state
 
 
-def _fit(
-    config: RunConfig,
-    out_dir: Path,
-    procs: distributed.Processes,
-    dev: torch.device,
-    command: str,
-    stop_at: int | None,
-    sampler_workers: int,
-    progress: bool,
-) -> dict[str, Any]:
-    tc = config.train
-    if tc.batch_size % (procs.world_size * tc.accumulation):
-        raise ConfigError(
-            f"train.batch_size ({tc.batch_size}) must be divisible by the number of processes ({procs.world_size}) "
-            f"times train.accumulation ({tc.accumulation}); change the process count or the config"
-        )
-    if sampler_workers < 0:
-        raise ConfigError(f"sampler_workers must be >= 0, got {sampler_workers}")
-    state_path = out_dir / STATE_FILE
-    loaded: Any = None
-    if procs.is_main:
-        try:
-            loaded = initial_state(config, dev, state_path)
-        except (ConfigError, CheckpointError) as error:  # every rank raises it, none waits for rank 0
-            loaded = error
-    loaded = procs.broadcast(loaded)
-    if isinstance(loaded, Exception):
-        raise loaded
-    tensors, state = loaded
-    model = build_model(config).to(dev)
-    optimizer = build_optimizer(tc, model)
-    if tensors:
-        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer_tensors = {k: v for k, v in tensors.items() if k.split(".", 1)[0] in optimizer.parts}
-    if optimizer_tensors or "optimizer" in state:
-        optimizer.restore(optimizer_tensors, state["optimizer"])
-    snapshots = _snapshots(tensors, tc.average_last)
-    state["hardware"] = {**hardware(dev), "processes": procs.world_size}
-    compiled = torch.compile(model, dynamic=True) if tc.compile else model
-    net = (
-        compiled
-        if procs.backend is None
-        else DistributedDataParallel(compiled, device_ids=[dev.index] if dev.index is not None else None)
-    )
-    borders_t = torch.tensor(state["borders"], device=dev) if state["borders"] is not None else None
-    fill_tails = borders_t is not None and state.get("tail_scales") is None  # a state from before tail scales
-    if fill_tails:
-        state["tail_scales"] = target_support(config, state["borders"])[1]
-    tail_scales = tuple(state["tail_scales"]) if borders_t is not None else None
-    autocast = precision_context(dev, state["precision"])
-    end = tc.steps if stop_at is None else min(stop_at, tc.steps)
-    bar = tqdm(
-        total=end,
-        initial=state["step"],
-        disable=None if progress and procs.is_main else True,  # None: a bar only where stderr is a terminal
-        desc=config.name,
-        unit="step",
-    )
+class _Run:
+    """One training run: :meth:`__init__` sets it up from its folder (a saved state or a fresh
+    start), :meth:`step` takes one optimizer step, :meth:`checkpoint` writes state, weights and card."""
 
-    def checkpoint() -> None:
-        digests = procs.replica_digests(model)
-        if len(set(digests)) > 1:
-            raise RuntimeError(
-                f"the model replicas of the {procs.world_size} processes diverged at step {state['step']}"
+    def __init__(
+        self, config: RunConfig, out_dir: Path, procs: distributed.Processes, dev: torch.device, command: str
+    ) -> None:
+        tc = config.train
+        if tc.batch_size % (procs.world_size * tc.accumulation):
+            raise ConfigError(
+                f"train.batch_size ({tc.batch_size}) must be divisible by the number of processes "
+                f"({procs.world_size}) times train.accumulation ({tc.accumulation}); change the process count "
+                "or the config"
             )
-        state["replicas"] = {"processes": procs.world_size, "backend": procs.backend, "parameter_sha256": digests}
+        self.config, self.out_dir, self.procs, self.dev, self.command = config, out_dir, procs, dev, command
+        loaded: Any = None
+        if procs.is_main:
+            try:
+                loaded = initial_state(config, dev, out_dir / STATE_FILE)
+            except (ConfigError, CheckpointError) as error:  # every rank raises it, none waits for rank 0
+                loaded = error
+        loaded = procs.broadcast(loaded)
+        if isinstance(loaded, Exception):
+            raise loaded
+        tensors, self.state = loaded
+        self.model = build_model(config).to(dev)
+        self.optimizer = build_optimizer(tc, self.model)
+        if tensors:
+            self.model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer_tensors = {k: v for k, v in tensors.items() if k.split(".", 1)[0] in self.optimizer.parts}
+        if optimizer_tensors or self.state.optimizer:
+            self.optimizer.restore(optimizer_tensors, self.state.optimizer)
+        self.snapshots = _snapshots(tensors, tc.average_last)
+        self.state.hardware = {**hardware(dev), "processes": procs.world_size}
+        compiled = torch.compile(self.model, dynamic=True) if tc.compile else self.model
+        self.net = (
+            compiled
+            if procs.backend is None
+            else DistributedDataParallel(compiled, device_ids=[dev.index] if dev.index is not None else None)
+        )
+        regression = self.state.borders is not None
+        self.borders = torch.tensor(self.state.borders, device=dev) if regression else None
+        if regression and self.state.tail_scales is None:  # a state from before tail scales
+            self.state.tail_scales = target_support(config, self.state.borders)[1]
+            self.checkpoint()  # written at once, also when the run had finished
+        self.tail_scales = tuple(self.state.tail_scales) if regression else None
+        self.autocast = precision_context(dev, self.state.precision)
+
+    def fit(self, stop_at: int | None, sampler_workers: int, progress: bool) -> None:
+        """Train from the state's step to ``train.steps`` (or ``stop_at``), checkpointing on the way."""
+        tc, state = self.config.train, self.state
+        end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+        show = progress and self.procs.is_main
+        bar = tqdm(total=end, initial=state.step, disable=None if show else True, desc=self.config.name, unit="step")
+        log = show and bar.disable  # no terminal: a log line in place of the bar
+        loader = step_loader(self.config, self.procs.shard(tc.batch_size), range(state.step, end), sampler_workers)
+        self.model.train()
+        tick, cpu_tick = time.perf_counter(), time.process_time()
+        for batch, n_train in loader:
+            state.sampler_wait_s += time.perf_counter() - tick
+            loss = self.step(batch, n_train)
+            now, cpu_now = time.perf_counter(), time.process_time()
+            state.wall_time_s += now - tick  # drawing the datasets (in this process or not) and the step
+            state.cpu_seconds += self.procs.sum(cpu_now - cpu_tick, self.dev)  # process CPU time, all processes
+            tick, cpu_tick = now, cpu_now
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+            if log and state.step % tc.log_every == 0:
+                logger.info(
+                    "%s: step %d/%d, loss %.4f, %.1f CPU-min",
+                    self.config.name,
+                    state.step,
+                    end,
+                    state.curve[-1][2],
+                    state.cpu_seconds / 60,
+                )
+            if state.step % tc.checkpoint_every == 0 or state.step == end:
+                self.checkpoint()
+        bar.close()
+
+    def step(self, batch: Batch, n_train: int) -> float:
+        """One optimizer step on ``batch`` (its first n_train rows are train rows); its mean loss."""
+        tc, state = self.config.train, self.state
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(tc, state.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = backward(
+            self.config, self.net, batch, n_train, tc.accumulation, self.autocast, self.borders, self.tail_scales
+        )
+        total = self.procs.mean(total, self.dev)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"the training loss became {total} at step {state.step}; lower train.lr")
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        state.step += 1
+        state.datasets_seen += tc.batch_size
+        if tc.average_last and state.step % tc.average_every == 0:
+            self.snapshots.append({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
+            del self.snapshots[: -tc.average_last]
+        state.loss_window.append(total)
+        if state.step % tc.log_every == 0:
+            state.curve.append([state.step, state.datasets_seen, round(float(np.mean(state.loss_window)), 5)])
+            state.loss_window = []
+        return total
+
+    def checkpoint(self) -> None:
+        """Write the training state, and the weights (averaged if the recipe says so) with their card."""
+        procs, state = self.procs, self.state
+        digests = procs.replica_digests(self.model)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"the model replicas of the {procs.world_size} processes diverged at step {state.step}")
+        state.replicas = {"processes": procs.world_size, "backend": procs.backend, "parameter_sha256": digests}
         if not procs.is_main:
             return
-        tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-        opt_tensors, groups = optimizer.state_tensors()
+        tensors = {f"model.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
+        opt_tensors, state.optimizer = self.optimizer.state_tensors()
         tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
-        for j, snapshot in enumerate(snapshots):
+        for j, snapshot in enumerate(self.snapshots):
             tensors.update({f"average.{j}.{k}": v for k, v in snapshot.items()})
-        save_state(state_path, tensors, {**state, "optimizer": groups})
-        weights = averaged_weights(model, snapshots)
-        save_model(out_dir / MODEL_FILE, weights, make_card(config, state, command), torch.float32)
-
-    if fill_tails:
-        checkpoint()  # an older state gets its tail scales (also when the run had finished)
-    loader = step_loader(config, procs.shard(tc.batch_size), range(state["step"], end), sampler_workers)
-    model.train()
-    tick, cpu_tick = time.perf_counter(), time.process_time()
-    for batch, n_train in loader:
-        waited = time.perf_counter() - tick
-        step = state["step"]
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(tc, step)
-        optimizer.zero_grad(set_to_none=True)
-        total = backward(config, net, batch, n_train, tc.accumulation, autocast, borders_t, tail_scales)
-        total = procs.mean(total, dev)
-        if not math.isfinite(total):
-            raise FloatingPointError(f"the training loss became {total} at step {step}; lower train.lr")
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        elapsed, cpu_elapsed = time.perf_counter() - tick, time.process_time() - cpu_tick
-        tick, cpu_tick = time.perf_counter(), time.process_time()
-        state["step"] += 1
-        state["datasets_seen"] += tc.batch_size
-        state["wall_time_s"] += elapsed
-        state["sampler_wait_s"] += waited
-        state["cpu_seconds"] += procs.sum(cpu_elapsed, dev)  # process CPU time, all processes
-        if tc.average_last and state["step"] % tc.average_every == 0:
-            snapshots.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-            del snapshots[: -tc.average_last]
-        state["loss_window"].append(total)
-        if state["step"] % tc.log_every == 0:
-            mean_loss = round(float(np.mean(state["loss_window"])), 5)
-            state["curve"].append([state["step"], state["datasets_seen"], mean_loss])
-            state["loss_window"] = []
-        bar.set_postfix(loss=f"{total:.4f}", datasets_s=f"{tc.batch_size / elapsed:.0f}")
-        bar.update(1)
-        if state["step"] % tc.checkpoint_every == 0 or state["step"] == end:
-            checkpoint()
-    bar.close()
-    return state
+        save_state(self.out_dir / STATE_FILE, tensors, state.to_dict())
+        weights = averaged_weights(self.model, self.snapshots)
+        save_model(self.out_dir / MODEL_FILE, weights, make_card(self.config, state, self.command), torch.float32)

@@ -49,8 +49,8 @@ def test_fp32_training_on_the_gpu_matches_the_cpu(tmp_path, config_file):
 
 def test_bf16_training_on_the_gpu_writes_a_model_that_loads_on_the_cpu(tmp_path, bf16_file):
     state = train(load_config(bf16_file), tmp_path / "run", device="cuda", progress=False)
-    assert state["precision"] == "bf16"
-    assert all(torch.isfinite(torch.tensor(loss)) for *_, loss in state["curve"])
+    assert state.precision == "bf16"
+    assert all(torch.isfinite(torch.tensor(loss)) for *_, loss in state.curve)
     model = pfn.load(tmp_path / "run")
     assert model.device.type == "cpu"
     x = torch.rand(20, 3)

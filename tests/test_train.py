@@ -81,8 +81,8 @@ def test_the_card_records_process_cpu_time(tmp_path):
     state = train(tiny_config(), tmp_path / "run", progress=False)
     training = read_card(tmp_path / "run" / "model.json")["training"]
     assert training["cpu_hours_measure"] == "process CPU time"
-    assert 0 < state["cpu_seconds"] <= torch.get_num_threads() * state["wall_time_s"] + 0.5
-    assert training["cpu_hours"] == round(state["cpu_seconds"] / 3600, 3)
+    assert 0 < state.cpu_seconds <= torch.get_num_threads() * state.wall_time_s + 0.5
+    assert training["cpu_hours"] == round(state.cpu_seconds / 3600, 3)
 
 
 def test_resume_refuses_another_config(tmp_path):
@@ -97,7 +97,7 @@ def test_resume_accepts_a_state_saved_before_a_config_field_existed(tmp_path):
     tensors, state = load_state(tmp_path / "state.safetensors")
     del state["config"]["train"]["init_from"]  # as written by an older version
     save_state(tmp_path / "state.safetensors", tensors, state)
-    assert train(config, tmp_path, progress=False)["step"] == 6
+    assert train(config, tmp_path, progress=False).step == 6
 
 
 def test_a_later_stage_starts_from_the_earlier_weights_and_records_them(tmp_path):
@@ -146,7 +146,7 @@ def test_checkpoint_files_are_written_atomically_and_loadable(tmp_path):
     assert card["training"]["steps"] == 6 and card["training"]["datasets_seen"] == 24
     assert card["prior"]["type"] == "gp" and len(card["borders"]) == 17
     assert len(card["tail_scales"]) == 2 and min(card["tail_scales"]) > 0
-    assert card["training"]["curve"] == state["curve"] and len(state["curve"]) == 3
+    assert card["training"]["curve"] == state.curve and len(state.curve) == 3
     model = pfn.load(tmp_path / "model.safetensors")
     assert model.card == card
 
@@ -182,7 +182,7 @@ def test_training_reduces_the_loss(tmp_path):
             border_datasets=200,
         ),
     )
-    curve = train(config, tmp_path, progress=False)["curve"]
+    curve = train(config, tmp_path, progress=False).curve
     assert curve[-1][2] < curve[0][2] - 0.3, curve
 
 
@@ -238,7 +238,7 @@ def test_auto_precision_picks_the_faster_timed_step(task):
 def test_a_compiled_run_trains_the_same_parameters(tmp_path):
     eager = train(tiny_config(steps=3), tmp_path / "eager", progress=False)
     compiled = train(tiny_config(steps=3, compile=True), tmp_path / "compiled", progress=False)
-    assert compiled["config"]["train"]["compile"] and eager["step"] == compiled["step"] == 3
+    assert compiled.config["train"]["compile"] and eager.step == compiled.step == 3
     (a, _), (b, _) = weights(tmp_path / "eager"), weights(tmp_path / "compiled")
     for key in a:
         if key.startswith("model."):
@@ -434,6 +434,17 @@ def test_a_run_of_an_unregistered_prior_resumes(tmp_path):
     config = dataclasses.replace(tiny_config(), prior=_ScriptPrior(max_features=3))
     assert "script-only" not in priors.PRIORS
     train(config, tmp_path / "run", stop_at=3, progress=False)
-    assert train(config, tmp_path / "run", progress=False)["step"] == 6
+    assert train(config, tmp_path / "run", progress=False).step == 6
     with pytest.raises(CheckpointError, match="sections differing: \\['prior'\\]"):
         train(dataclasses.replace(config, prior=_ScriptPrior(max_features=2)), tmp_path / "run", progress=False)
+
+
+def test_without_a_terminal_progress_is_logged_every_log_every_steps(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="pfn.train"):
+        train(tiny_config(), tmp_path / "logged")  # pytest captures stderr: no terminal, so no bar
+    lines = [r.getMessage() for r in caplog.records if r.name == "pfn.train"]
+    assert [line.split(",")[0].split(": ")[1] for line in lines] == ["step 2/6", "step 4/6", "step 6/6"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pfn.train"):
+        train(tiny_config(), tmp_path / "quiet", progress=False)
+    assert not [r for r in caplog.records if r.name == "pfn.train"]
