@@ -51,6 +51,16 @@ def record_quality(model: str, key: str, figures: dict[str, Any]) -> Path:
     return card_path
 
 
+def record_inference(model: str, **settings: Any) -> Path:
+    """Set ``settings`` in the ``inference`` section of the checkpoint's card (checked, atomically)."""
+    card_path = resolve(model).with_suffix(".json")
+    card = pfn.checkpoint.read_card(card_path.with_suffix(".safetensors"))
+    card["inference"] = {**card.get("inference", {}), **settings}
+    pfn.checkpoint.InferenceConfig.from_card(card, f"the settings {settings}")
+    write_json(card_path, card)
+    return card_path
+
+
 def splice_section(path: Path, name: str, text: str) -> None:
     """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``path``
     (atomically); ValueError if the markers are missing."""

@@ -4,8 +4,8 @@ Draws fresh datasets from the prior on the classifier's card (a seed stream no t
 uses), fits ``PFNClassifier`` with its default settings and scores the held-out rows at each
 temperature: log loss and expected calibration error. The choice is made on prior data, never
 on the benchmark tables the model is judged on. ``--update-card`` records the figures and the
-best temperature in the card (``quality.temperature``), which is where ``PFNClassifier`` takes
-its default temperature from.
+best temperature in the card: the figures in ``quality.temperature``, the setting in
+``inference.softmax_temperature``, where ``PFNClassifier`` takes its default temperature from.
 
 Writes ``temperature.json`` and ``temperature.png``.
 """
@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import log_loss
 
 import priors
-from benchmarks.common import environment, pyplot, record_quality
+from benchmarks.common import environment, pyplot, record_inference, record_quality
 from benchmarks.tabular import DEFAULT_MODELS, expected_calibration_error
 from pfn.checkpoint import write_json
 from pfn.config import ConfigError
@@ -89,6 +89,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
     if update_card and not quick:
         figures = {k: result[k] for k in ("best", "datasets", "rows", "temperatures")}
         record_quality(model, "temperature", {**figures, "command": result["environment"]["command"]})
+        record_inference(model, softmax_temperature=result["best"])
     print(summary(result))
     return result
 

@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,42 @@ SIZE_LIMITS = {
 }
 MAX_SIZE = 10_000  # any other integer field of the architecture
 MAX_PARAMETERS = 1_000_000_000  # 4 GB in float32 (the shipped models have at most 0.7 million)
-TEMPERATURE_RANGE = (0.01, 100.0)  # a card's quality.temperature.best (the shipped one is 0.8)
+TEMPERATURE_RANGE = (0.01, 100.0)  # a card's inference.softmax_temperature (the shipped one is 0.8)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated, altered or not a pfn checkpoint."""
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Settings a model predicts with by default, kept in its card's ``inference`` section.
+
+    softmax_temperature: divides a classifier's logits (below 1 sharpens); chosen on the
+    model's own prior by ``pfn bench temperature --update-card``."""
+
+    softmax_temperature: float = 1.0
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any], where: str = "the card") -> InferenceConfig:
+        """The card's settings (a card from before the section keeps its temperature in
+        ``quality.temperature.best``); a CheckpointError starting with ``where`` names a bad field."""
+        section, field = card.get("inference"), "inference.softmax_temperature"
+        if section is None:
+            best = card.get("quality", {}).get("temperature", {}).get("best")
+            section, field = ({} if best is None else {"softmax_temperature": best}), "quality.temperature.best"
+        if not isinstance(section, dict):
+            raise CheckpointError(f"{where}: inference must be an object (a JSON {{...}}), found {_show(section)}")
+        unknown = sorted(set(section) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise CheckpointError(f"{where}: inference has unknown field(s) {unknown}")
+        temperature = _number(section.get("softmax_temperature", 1.0))
+        if temperature is None or not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]:
+            raise CheckpointError(
+                f"{where}: {field} must be a number in [{TEMPERATURE_RANGE[0]}, {TEMPERATURE_RANGE[1]}] "
+                f"(it divides the logits), found {_show(section.get('softmax_temperature'))}"
+            )
+        return cls(softmax_temperature=temperature)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -183,7 +215,7 @@ def check_card(card: dict[str, Any], card_path: Path) -> ModelConfig:
     for field in ("name", "weights_dtype", "weights_sha256"):
         if field in card and not isinstance(card[field], str):
             raise fail(field, f"must be a string, found {_show(card[field])}")
-    for field in ("prior", "train", "training", "quality"):
+    for field in ("prior", "train", "training"):
         if field in card and not isinstance(card[field], dict):
             raise fail(field, f"must be an object (a JSON {{...}}), found {_show(card[field])}")
     if not re.fullmatch(r"[0-9a-f]{64}", card.get("weights_sha256", "")):
@@ -205,18 +237,12 @@ def check_card(card: dict[str, Any], card_path: Path) -> ModelConfig:
         for field in ("borders", "tail_scales"):
             if card.get(field) is not None:
                 raise fail(field, "belongs to regression cards; this card's model.task is 'classification'")
-    temperature = card.get("quality", {}).get("temperature")
-    if temperature is not None:
-        if not isinstance(temperature, dict):
-            raise fail("quality.temperature", f"must be an object, found {_show(temperature)}")
-        if "best" in temperature:
-            best = _number(temperature["best"])
-            if best is None or not TEMPERATURE_RANGE[0] <= best <= TEMPERATURE_RANGE[1]:
-                raise fail(
-                    "quality.temperature.best",
-                    f"must be a number in [{TEMPERATURE_RANGE[0]}, {TEMPERATURE_RANGE[1]}] (it divides the logits), "
-                    f"found {_show(temperature['best'])}",
-                )
+    if "quality" in card and not isinstance(card["quality"], dict):
+        raise fail("quality", f"must be an object (a JSON {{...}}), found {_show(card['quality'])}")
+    quality_temperature = card.get("quality", {}).get("temperature")
+    if quality_temperature is not None and not isinstance(quality_temperature, dict):
+        raise fail("quality.temperature", f"must be an object, found {_show(quality_temperature)}")
+    InferenceConfig.from_card(card, f"the card {card_path}")
     return config
 
 

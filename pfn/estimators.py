@@ -29,6 +29,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from tqdm.auto import tqdm
 
+from pfn.checkpoint import InferenceConfig
 from pfn.heads import BarDistribution
 from pfn.inference import PFN
 from pfn.model import KVCache
@@ -590,7 +591,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     def _temperature(self) -> float:
         if self.softmax_temperature is not None:
             return float(self.softmax_temperature)
-        return float(self.pfn_.card.get("quality", {}).get("temperature", {}).get("best", 1.0))
+        return InferenceConfig.from_card(self.pfn_.card).softmax_temperature
 
     def _part_probs(self, member: _Member, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The classes [s] of one member's part and its probabilities of them [m, s] from its

@@ -342,6 +342,19 @@ TAMPERING = {
         set_field("quality.temperature.best", "0.8"),
         r"quality.temperature.best must be a number in .*'0.8' \(str\)",
     ),
+    "inference temperature zero": (
+        set_field("inference.softmax_temperature", 0),
+        r"inference.softmax_temperature must be a number in \[0.01, 100.0\] .*found 0 \(int\)",
+    ),
+    "inference temperature a string": (
+        set_field("inference.softmax_temperature", "0.8"),
+        r"inference.softmax_temperature must be a number in .*'0.8' \(str\)",
+    ),
+    "inference unknown field": (
+        set_field("inference.temprature", 0.8),
+        r"inference has unknown field\(s\) \['temprature'\]",
+    ),
+    "inference a list": (set_field("inference", [0.8]), r"inference must be an object \(a JSON \{...\}\)"),
     "temperature a number": (
         set_field("quality.temperature", 0.8),
         r"quality.temperature must be an object, found 0.8",

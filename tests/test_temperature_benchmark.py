@@ -43,18 +43,22 @@ def test_the_default_temperature_comes_from_the_card(clf_copy):
     X, y = make_classification(n_samples=80, n_features=5, n_classes=3, n_informative=3, random_state=0)
     card_path = clf_copy.with_suffix(".json")
     card = json.loads(card_path.read_text())
+    card.pop("inference", None)
     card.setdefault("quality", {}).pop("temperature", None)
     card_path.write_text(json.dumps(card))
-    plain = PFNClassifier(model=str(clf_copy), n_estimators=2, random_state=0).fit(X[:60], y[:60])
-    one = PFNClassifier(model=str(clf_copy), n_estimators=2, softmax_temperature=1.0, random_state=0)
-    np.testing.assert_allclose(plain.predict_proba(X[60:]), one.fit(X[:60], y[:60]).predict_proba(X[60:]))
-    card["quality"]["temperature"] = {"best": 0.5}
-    card_path.write_text(json.dumps(card))
-    other = str(clf_copy.parent / "model.json")  # another path, so the model is loaded afresh
-    from_card = PFNClassifier(model=other, n_estimators=2, random_state=0).fit(X[:60], y[:60])
-    half = PFNClassifier(model=other, n_estimators=2, softmax_temperature=0.5, random_state=0).fit(X[:60], y[:60])
-    np.testing.assert_allclose(from_card.predict_proba(X[60:]), half.predict_proba(X[60:]))
-    assert not np.allclose(from_card.predict_proba(X[60:]), plain.predict_proba(X[60:]))
+
+    def proba(model, **params):
+        fitted = PFNClassifier(model=model, n_estimators=2, random_state=0, **params).fit(X[:60], y[:60])
+        return fitted.predict_proba(X[60:])
+
+    plain = proba(str(clf_copy))
+    np.testing.assert_allclose(plain, proba(str(clf_copy), softmax_temperature=1.0))
+    older = {"quality": {"temperature": {"best": 0.5}}}  # where cards from before the inference section kept it
+    for section in ({"inference": {"softmax_temperature": 0.5}}, older):
+        card_path.write_text(json.dumps({**card, **section}))
+        from_card = proba(str(card_path))
+        np.testing.assert_allclose(from_card, proba(str(card_path), softmax_temperature=0.5))
+        assert not np.allclose(from_card, plain)
 
 
 def test_refuses_a_regression_model(tmp_path):
