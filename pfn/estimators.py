@@ -63,6 +63,39 @@ def _load(model: str, device: str) -> PFN:
 
 
 @dataclass(frozen=True)
+class Cycle:
+    """A member setting that takes ``values`` in turn, each for ``every`` consecutive members."""
+
+    values: tuple[Any, ...]
+    every: int = 1
+
+    def at(self, index: int) -> Any:
+        return self.values[index // self.every % len(self.values)]
+
+
+@dataclass(frozen=True)
+class MemberSchedule:
+    """What each ensemble member sees, by its index; members vary in every way at once, and the
+    stacking weights choose per table (see pfn.selection).
+
+    columns: "selected" (the columns chosen by validation, ``features_``) or "wide" (a wider
+    set, ``wide_features_``: columns that validation on half the rows under-rated still count).
+    encoding: "target" (every column with 3..30 distinct values through its cross-fitted target
+    encoding, pfn.preprocessing.TargetEncodedColumns) or None (``transform`` instead).
+    transform: the member's input transform (pfn.preprocessing.member_transform).
+    target: "plain" or "quantile" (regressor: the targets through a quantile transform)."""
+
+    columns: Cycle
+    encoding: Cycle
+    transform: Cycle
+    target: Cycle = Cycle(("plain",))
+
+    def input_transform(self, index: int) -> MemberTransform:
+        """Member ``index``'s extra input transform: its encoding, else its transform."""
+        return self.encoding.at(index) or self.transform.at(index)
+
+
+@dataclass(frozen=True)
 class _Plan:
     """What makes one ensemble member, drawn before it sees any rows."""
 
@@ -99,6 +132,7 @@ class _PFNBase(BaseEstimator):
     """Shared plumbing; see PFNClassifier and PFNRegressor for the parameters."""
 
     _task: ClassVar[str]
+    SCHEDULE: ClassVar[MemberSchedule]
     _default_model: ClassVar[str]
 
     def __init__(
@@ -282,29 +316,17 @@ class _PFNBase(BaseEstimator):
         raise NotImplementedError
 
     def _plan(self, index: int, n: int, stratify: np.ndarray | None, rng: np.random.RandomState) -> _Plan:
-        """Member ``index`` of the ensemble on n train rows. Members 0, 1, 4, 5, ... see the
-        selected columns (``features_``), members 2, 3, 6, 7, ... the wider set
-        (``wide_features_``), so that columns which validation on half the rows under-rated still
-        count (see pfn.selection)."""
-        pool = self.features_ if index // 2 % 2 == 0 else self.wide_features_  # [f'] columns to draw from
+        """Member ``index`` of the ensemble on n train rows, as the estimator's SCHEDULE says;
+        member 0 keeps the columns' order, the others permute them."""
+        schedule = self.SCHEDULE
+        pool = self.features_ if schedule.columns.at(index) == "selected" else self.wide_features_  # [f']
         f, limit = len(pool), self.pfn_.config.n_features
         order = np.arange(f) if index == 0 else rng.permutation(f)
         if f > limit:
             order = np.sort(rng.permutation(f)[:limit]) if index == 0 else order[:limit]
         rows = np.arange(n) if n <= self.max_train_rows else _subsample(n, self.max_train_rows, stratify, rng)
         seed = int(rng.randint(2**31))
-        return _Plan(index, pool[order], rows, self._input_transform(index), seed, self._parts(index, rng))
-
-    def _input_transform(self, index: int) -> MemberTransform:
-        """The extra input transform of member ``index``: members 4..7 (then 12..15, ...) see
-        every column with 3..30 distinct values (category codes, ratings, small counts) through
-        its cross-fitted target encoding (pfn.preprocessing.TargetEncodedColumns); the others
-        cycle through the task's own transforms (see _plain_transform)."""
-        return "target" if index // 4 % 2 == 1 else self._plain_transform(index)
-
-    def _plain_transform(self, index: int) -> MemberTransform:
-        """The input transform of a member ``index`` that does not target-encode."""
-        raise NotImplementedError
+        return _Plan(index, pool[order], rows, schedule.input_transform(index), seed, self._parts(index, rng))
 
     def _parts(self, index: int, rng: np.random.RandomState) -> tuple[np.ndarray | None, ...]:
         """Classifier: the forward passes (parts) of member ``index``, each the model label of
@@ -460,6 +482,11 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
 
     _task = "classification"
     _default_model = "tabular-clf"
+    SCHEDULE = MemberSchedule(
+        columns=Cycle(("selected", "wide"), every=2),
+        encoding=Cycle((None, "target"), every=4),
+        transform=Cycle(("none", "quantile", "power")),
+    )
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **_PFNBase._parameter_constraints,
         "softmax_temperature": [Interval(Real, 0, None, closed="neither"), None],
@@ -518,10 +545,6 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     def _targets(self, y: np.ndarray) -> np.ndarray:
         """The class ids as they are."""
         return y
-
-    def _plain_transform(self, index: int) -> MemberTransform:
-        """None, quantile, power in turn by member index."""
-        return ("none", "quantile", "power")[index % 3]
 
     def _parts(self, index: int, rng: np.random.RandomState) -> tuple[np.ndarray, ...]:
         """The member's forward passes, each the model label of every class [k] (-1: not in that
@@ -646,6 +669,15 @@ class PFNRegressor(RegressorMixin, _PFNBase):
 
     _task = "regression"
     _default_model = "tabular-reg"
+    # Which input transform suits a table differs (a power transform of skewed inputs cost 0.3 R²
+    # on one table), so the stacking weights choose; a quantile transform of the inputs lost
+    # regression accuracy (docs/tabular.md).
+    SCHEDULE = MemberSchedule(
+        columns=Cycle(("selected", "wide"), every=2),
+        encoding=Cycle((None, "target"), every=4),
+        transform=Cycle(("none", "power")),
+        target=Cycle(("plain", "quantile")),
+    )
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
         """Preprocess the train rows, standardise y and cache the members' keys/values. The
@@ -672,17 +704,12 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     ) -> float:
         return float(self.pfn_.predict(x_context, y_context, x_held).logpdf(torch.as_tensor(y_held)).mean())
 
-    def _plain_transform(self, index: int) -> MemberTransform:
-        """Power for odd members, none for even ones. Which transform suits a table differs (a
-        power transform of skewed inputs cost 0.3 R² on one table), so the stacking weights
-        choose; the quantile transform of the inputs lost regression accuracy (docs/tabular.md)."""
-        return ("none", "power")[index % 2]
-
     def _member_targets(
         self, plan: _Plan, part: np.ndarray | None, y: np.ndarray
     ) -> tuple[np.ndarray | slice, np.ndarray, Any]:
-        """All rows; standardised targets y [n'], through a quantile transform for odd members."""
-        if plan.index % 2 == 0:
+        """All rows; standardised targets y [n'], through a quantile transform for the members
+        whose schedule says so."""
+        if self.SCHEDULE.target.at(plan.index) == "plain":
             return slice(None), y, None
         target_map = QuantileTarget().fit(y)
         return slice(None), target_map.transform(y).astype(np.float32), target_map

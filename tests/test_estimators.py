@@ -318,3 +318,20 @@ def test_parameters_are_checked_against_their_constraints_before_any_work(estima
     with pytest.raises(ValueError, match=f"'{name}' parameter of {estimator.__name__} must be"):
         estimator(**params).fit(X, y)
     assert name in estimator._parameter_constraints
+
+
+def test_the_member_table_in_the_docs_is_the_schedule():
+    from pathlib import Path
+
+    words = {"as they are": "none", "as it is": "plain", "target-encoded": "target"}
+    names, rows = ("columns", "classifier inputs", "regressor inputs", "regressor target"), {}
+    for line in (Path(__file__).parents[1] / "docs" / "quickstart.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in names:
+            rows[cells[0]] = [words.get(c, c) for c in cells[1:]]
+    assert len(rows) == 4
+    for name, estimator in (("classifier", PFNClassifier), ("regressor", PFNRegressor)):
+        schedule = estimator.SCHEDULE
+        assert [schedule.columns.at(i) for i in range(8)] == rows["columns"]
+        assert [schedule.input_transform(i) for i in range(8)] == rows[f"{name} inputs"]
+    assert [PFNRegressor.SCHEDULE.target.at(i) for i in range(8)] == rows["regressor target"]
