@@ -9,6 +9,7 @@ from typing import Any
 # name -> "module:function"; modules import lazily so the CLI starts fast
 REGISTRY: dict[str, str] = {
     "bnn": "benchmarks.bnn_posterior:run",
+    "bo": "benchmarks.bo:run",
     "function-classes": "benchmarks.function_classes:run",
     "gp": "benchmarks.gp_posterior:run",
     "gp-hyper": "benchmarks.gp_hyper:run",

@@ -22,6 +22,7 @@ from priors.base import (
     WarpedTargets,
 )
 from priors.bnn import BNNPrior
+from priors.bo import BOGPPrior
 from priors.function_classes import LinearPrior, ReLUNetPrior, SparseLinearPrior, TreePrior
 from priors.gp import GPPrior
 from priors.scm import SCMPrior
@@ -30,6 +31,7 @@ PRIORS: dict[str, type[Prior]] = {
     cls.name: cls
     for cls in (
         GPPrior,
+        BOGPPrior,
         BNNPrior,
         SCMPrior,
         LinearPrior,
@@ -92,6 +94,7 @@ def _item_hint(hint: Any) -> Any:
 __all__ = [
     "Batch",
     "BNNPrior",
+    "BOGPPrior",
     "Classification",
     "FunctionPrior",
     "GPPrior",

@@ -1,0 +1,407 @@
+"""Bayesian optimisation with a PFN surrogate (scikit-optimize's conventions, minimisation).
+
+The surrogate is a PFN trained on a prior over objective functions (the shipped ``bo``
+checkpoint): given the points evaluated so far it predicts a bar distribution over the value at
+any candidate point in one forward pass, with no model fitting. Acquisition functions are read
+off that distribution: expected improvement (exact for a bar distribution), probability of
+improvement and an optimistic quantile (the "upper confidence bound" of the negated objective).
+
+- :func:`minimize` runs a whole optimisation, like ``skopt.gp_minimize``;
+- :class:`Optimizer` is the ask-and-tell interface (``ask()`` a point, ``tell(x, y)`` its value);
+- :class:`PFNSampler` is an Optuna sampler (``pip install pfn[bo]``).
+
+Dimensions are given as scikit-optimize does: ``(low, high)`` of floats (a real interval) or of
+ints (an integer range), ``(low, high, "log-uniform")`` for a log scale, or a list of
+categories. Points are searched in the unit cube: reals and integers are scaled to [0, 1]
+(integers rounded back), categories are one-hot coded.
+
+An objective value that is NaN or infinite, or an objective that raises in :func:`minimize`, is
+recorded as a failed point (NaN in ``func_vals``): the surrogate sees it as the worst value
+observed so far, no point is proposed that lies closer to a failed point than to every other
+evaluated point (its region is avoided), and it is never the result.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import OptimizeResult
+from scipy.stats import qmc
+from sklearn.utils import check_random_state
+from torch import Tensor
+
+from pfn.heads import BarDistribution
+from pfn.inference import PFN, load
+
+ACQUISITIONS = ("EI", "PI", "UCB")
+DEFAULT_MODEL = "bo"
+_SQRT_2PI = math.sqrt(2 * math.pi)
+
+
+# ---------------------------------------------------------------- acquisition functions
+
+
+def expected_improvement(dist: BarDistribution, best: Tensor | float) -> Tensor:
+    """E[max(best - Y, 0)] under each bar distribution (minimisation), exactly: uniform inner
+    buckets in closed form, the half-normal tails through the normal's pdf and cdf. ``best``
+    broadcasts against the batch shape; the result has the batch shape (float64)."""
+    borders = dist.borders.double()  # [K + 1]
+    probs = dist.probs.double()  # [..., K]
+    best = torch.as_tensor(best, dtype=torch.float64, device=probs.device)[..., None]  # [..., 1]
+    lo, hi = borders[:-1], borders[1:]  # [K]
+    # inner buckets, Y ~ U[lo, hi]: E[(best - Y)+] = best - mid if best >= hi, (best - lo)² / 2w inside, else 0
+    clipped = torch.minimum(best, hi)  # [..., K]
+    inner = torch.where(best > lo, (clipped - lo) * (best - (clipped + lo) / 2) / (hi - lo), torch.zeros_like(clipped))
+    # left tail: Y = b1 - s|Z|
+    s_left = dist.left_scale.double()
+    c = borders[1] - best[..., 0]  # [...]
+    left = torch.where(
+        c <= 0,
+        -c + s_left * math.sqrt(2 / math.pi),
+        2 * (s_left * _phi(c / s_left) - c * _normal_sf(c / s_left)),
+    )
+    # right tail: Y = b_{K-1} + s|Z|
+    s_right = dist.right_scale.double()
+    c = best[..., 0] - borders[-2]  # [...]
+    right = torch.where(
+        c > 0,
+        2 * (c * (_normal_cdf(c / s_right) - 0.5) - s_right * (_phi(torch.zeros_like(c)) - _phi(c / s_right))),
+        torch.zeros_like(c),
+    )
+    inner = inner[..., 1:-1]
+    return (probs[..., 1:-1] * inner).sum(-1) + probs[..., 0] * left + probs[..., -1] * right
+
+
+def probability_of_improvement(dist: BarDistribution, best: Tensor | float) -> Tensor:
+    """P(Y < best) under each distribution (minimisation)."""
+    return dist.cdf(torch.as_tensor(best, dtype=dist.logits.dtype, device=dist.logits.device)).double()
+
+
+def optimistic_quantile(dist: BarDistribution, kappa: float) -> Tensor:
+    """The negated Φ(-kappa)-quantile of each distribution: the upper confidence bound of -Y,
+    which for a normal is -(mean - kappa · std) (kappa = 1.96: the 2.5% quantile)."""
+    level = 0.5 * math.erfc(kappa / math.sqrt(2))
+    return -dist.quantile(level).double()
+
+
+def _phi(z: Tensor) -> Tensor:
+    return torch.exp(-0.5 * z**2) / _SQRT_2PI
+
+
+def _normal_cdf(z: Tensor) -> Tensor:
+    return 0.5 * torch.erfc(-z / math.sqrt(2))
+
+
+def _normal_sf(z: Tensor) -> Tensor:
+    return 0.5 * torch.erfc(z / math.sqrt(2))
+
+
+# ---------------------------------------------------------------- the search space
+
+
+@dataclass(frozen=True)
+class _Dimension:
+    """One dimension: kind "real", "integer" or "categorical"; log scale for reals/integers."""
+
+    kind: str
+    low: float = 0.0
+    high: float = 1.0
+    log: bool = False
+    categories: tuple[Any, ...] = ()
+
+    @property
+    def width(self) -> int:
+        """Columns in the unit cube: one, or one per category."""
+        return len(self.categories) if self.kind == "categorical" else 1
+
+    def _scaled(self, value: float) -> float:
+        return math.log(value) if self.log else float(value)
+
+    def encode(self, value: Any) -> list[float]:
+        if self.kind == "categorical":
+            return [float(value == c) for c in self.categories]
+        lo, hi = self._scaled(self.low), self._scaled(self.high)
+        return [(self._scaled(value) - lo) / (hi - lo)]
+
+    def decode(self, u: np.ndarray) -> Any:
+        if self.kind == "categorical":
+            return self.categories[int(np.argmax(u))]
+        lo, hi = self._scaled(self.low), self._scaled(self.high)
+        value = lo + float(np.clip(u[0], 0.0, 1.0)) * (hi - lo)
+        value = math.exp(value) if self.log else value
+        if self.kind == "integer":
+            return int(min(max(round(value), self.low), self.high))
+        return float(min(max(value, self.low), self.high))
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return any(value == c for c in self.categories)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return False
+        if self.kind == "integer" and value != round(value):
+            return False
+        return self.low <= value <= self.high
+
+
+def _dimension(spec: Any, index: int) -> _Dimension:
+    """A dimension from scikit-optimize's shorthand (see the module docstring)."""
+    if isinstance(spec, list):
+        if not spec:
+            raise ValueError(f"dimension {index}: a categorical dimension needs at least one category")
+        return _Dimension("categorical", categories=tuple(spec))
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+        raise ValueError(
+            f"dimension {index}: expected (low, high), (low, high, 'uniform' | 'log-uniform') or a list of "
+            f"categories, got {spec!r}"
+        )
+    low, high, *prior = spec
+    prior = prior[0] if prior else "uniform"
+    if prior not in ("uniform", "log-uniform"):
+        raise ValueError(f"dimension {index}: prior must be 'uniform' or 'log-uniform', got {prior!r}")
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not math.isfinite(bound):
+            raise ValueError(f"dimension {index}: bounds must be finite numbers, got {spec!r}")
+    if low >= high:
+        raise ValueError(f"dimension {index}: low must be below high, got low={low}, high={high}")
+    if prior == "log-uniform" and low <= 0:
+        raise ValueError(f"dimension {index}: a log-uniform dimension needs low > 0, got low={low}")
+    integer = isinstance(low, numbers.Integral) and isinstance(high, numbers.Integral)
+    return _Dimension("integer" if integer else "real", float(low), float(high), prior == "log-uniform")
+
+
+# ---------------------------------------------------------------- the optimiser
+
+
+class Optimizer:
+    """Ask-and-tell Bayesian optimisation with a PFN surrogate (minimisation).
+
+    dimensions: the search space (see the module docstring). n_initial_points: points drawn
+    from a scrambled Sobol sequence before the surrogate is used. acq_func: "EI" (expected
+    improvement), "PI" (probability of improvement) or "UCB" (the Φ(-kappa)-quantile, lowest
+    first). n_candidates: random candidates per ask, to which the local refinement adds
+    perturbations of the best ones. model: a shipped checkpoint's name, a path or a loaded
+    :class:`~pfn.inference.PFN`. random_state: None, an int or a numpy RandomState.
+    """
+
+    def __init__(
+        self,
+        dimensions: Sequence[Any],
+        n_initial_points: int = 5,
+        acq_func: str = "EI",
+        kappa: float = 1.96,
+        n_candidates: int = 500,
+        model: str | PFN = DEFAULT_MODEL,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        if isinstance(dimensions, (str, bytes)) or not isinstance(dimensions, Sequence) or not dimensions:
+            raise ValueError(f"dimensions must be a non-empty list of dimensions, got {dimensions!r}")
+        if acq_func not in ACQUISITIONS:
+            raise ValueError(f"unknown acq_func {acq_func!r}; choose one of {', '.join(ACQUISITIONS)}")
+        if isinstance(n_initial_points, bool) or not isinstance(n_initial_points, numbers.Integral):
+            raise TypeError(f"n_initial_points must be an integer, got {n_initial_points!r}")
+        if n_initial_points < 0:
+            raise ValueError(f"n_initial_points must be >= 0, got {n_initial_points}")
+        if not (isinstance(n_candidates, numbers.Integral) and n_candidates >= 1):
+            raise ValueError(f"n_candidates must be a positive integer, got {n_candidates!r}")
+        if not (isinstance(kappa, numbers.Real) and kappa > 0):
+            raise ValueError(f"kappa must be a positive number, got {kappa!r}")
+        self.dimensions = [_dimension(spec, i) for i, spec in enumerate(dimensions)]
+        self.n_initial_points = int(n_initial_points)
+        self.acq_func = acq_func
+        self.kappa = float(kappa)
+        self.n_candidates = int(n_candidates)
+        self.model = model if isinstance(model, PFN) else load(model)
+        width = sum(d.width for d in self.dimensions)
+        if width > self.model.config.n_features:
+            raise ValueError(
+                f"the search space needs {width} columns (categories count one each) but the surrogate takes at most "
+                f"{self.model.config.n_features}"
+            )
+        self.max_train = int(self.model.card["train"]["max_train"])
+        self.rng = check_random_state(random_state)
+        sobol = qmc.Sobol(width, scramble=True, seed=int(self.rng.randint(2**31 - 1)))
+        self._initial = self._snap(sobol.random_base2(max(self.n_initial_points - 1, 0).bit_length()))
+        self.Xi: list[list[Any]] = []
+        self.yi: list[float] = []
+
+    # -------------------------------------------------------- public interface
+
+    def ask(self) -> list[Any]:
+        """The next point to evaluate: a list with one value per dimension."""
+        n_ok = sum(math.isfinite(y) for y in self.yi)
+        if len(self.yi) < self.n_initial_points:
+            return self._decode(self._initial[len(self.yi)])
+        if n_ok == 0:
+            return self._decode(self._snap(self.rng.random_sample((1, self._initial.shape[1])))[0])
+        return self._decode(self._maximise_acquisition())
+
+    def tell(self, x: Sequence[Any], y: float) -> OptimizeResult:
+        """Record that the objective at x is y (NaN or infinite: a failed point); returns the
+        result so far. x is refused if it has the wrong length or a value outside its dimension."""
+        x = list(x) if isinstance(x, (list, tuple, np.ndarray)) else x
+        if not isinstance(x, list) or len(x) != len(self.dimensions):
+            raise ValueError(f"x must be a list of {len(self.dimensions)} values (one per dimension), got {x!r}")
+        for i, (value, dim) in enumerate(zip(x, self.dimensions, strict=True)):
+            if not dim.contains(value):
+                space = list(dim.categories) if dim.kind == "categorical" else (dim.low, dim.high)
+                raise ValueError(f"x[{i}] = {value!r} lies outside dimension {i} ({dim.kind}, {space})")
+        if isinstance(y, bool) or not isinstance(y, numbers.Real):
+            raise TypeError(f"y must be a real number (NaN for a failed evaluation), got {y!r}")
+        self.Xi.append([v.item() if isinstance(v, np.generic) else v for v in x])
+        self.yi.append(float(y) if math.isfinite(y) else math.nan)
+        return self.result()
+
+    def result(self) -> OptimizeResult:
+        """x and fun (the best point and value; None and NaN while no evaluation succeeded),
+        x_iters and func_vals (every point and value told, failed ones as NaN)."""
+        values = np.asarray(self.yi, dtype=float)
+        ok = np.isfinite(values)
+        best = int(np.nanargmin(values)) if ok.any() else None
+        return OptimizeResult(
+            x=None if best is None else self.Xi[best],
+            fun=math.nan if best is None else float(values[best]),
+            x_iters=[list(x) for x in self.Xi],
+            func_vals=values,
+            n_failed=int((~ok).sum()),
+        )
+
+    # -------------------------------------------------------- internals
+
+    def _encode(self, x: Sequence[Any]) -> list[float]:
+        return [u for value, dim in zip(x, self.dimensions, strict=True) for u in dim.encode(value)]
+
+    def _decode(self, u: np.ndarray) -> list[Any]:
+        out, start = [], 0
+        for dim in self.dimensions:
+            out.append(dim.decode(u[start : start + dim.width]))
+            start += dim.width
+        return out
+
+    def _snap(self, u: np.ndarray) -> np.ndarray:
+        """Unit-cube points [m, D] moved onto the space's grid (integers rounded, one-hot categories)."""
+        snapped, start = u.copy(), 0
+        for dim in self.dimensions:
+            block = snapped[:, start : start + dim.width]
+            if dim.kind == "categorical":
+                block[:] = np.eye(dim.width)[block.argmax(1)]
+            elif dim.kind == "integer":
+                block[:, 0] = [dim.encode(dim.decode(row))[0] for row in block]
+            start += dim.width
+        return snapped
+
+    def _train_rows(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The surrogate's train rows: encoded points [n, D], transformed values [n] (failed
+        points at the worst value) and the incumbent (the lowest transformed value)."""
+        x = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)
+        y = np.asarray(self.yi, dtype=np.float64)
+        ok = np.isfinite(y)
+        if len(y) > self.max_train:  # the lowest values (failed points last) up to the model's context
+            keep = np.argsort(np.where(ok, y, np.inf), kind="stable")[: self.max_train]
+            x, y, ok = x[keep], y[keep], ok[keep]
+        z = np.zeros_like(y)
+        if ok.sum() > 1 and np.ptp(y[ok]) > 0:
+            z[ok] = _power_standardise(y[ok])
+        z[~ok] = z[ok].max()
+        return x, z, float(z[ok].min())
+
+    def _maximise_acquisition(self) -> list[Any]:
+        """The unit-cube point of highest acquisition among random candidates and local
+        perturbations of the best of them (three rounds of shrinking steps), neither evaluated
+        before nor closer to a failed point than to every other evaluated point."""
+        x_train, y_train, best = self._train_rows()
+        model = self.model
+        xt, yt, _, used, _ = model.prepare(x_train[None], y_train[None], x_train[None, :1])
+        cache = model.encode_train(xt, yt, used)
+        width = x_train.shape[1]
+
+        def score(u: np.ndarray) -> np.ndarray:
+            xq, _ = model.pad_features(torch.as_tensor(u, dtype=torch.float32)[None])
+            dist = BarDistribution(model.borders, model.predict_test(cache, xq, used)[0], model.tail_scales)
+            if self.acq_func == "EI":
+                value = expected_improvement(dist, best)
+            elif self.acq_func == "PI":
+                value = probability_of_improvement(dist, best)
+            else:
+                value = optimistic_quantile(dist, self.kappa)
+            return value.numpy()
+
+        candidates = [self.rng.random_sample((self.n_candidates, width))]
+        top = self.rng.choice(np.argsort(y_train)[:5], 100)  # perturbations of the best points observed
+        candidates.append(np.clip(x_train[top] + 0.05 * self.rng.standard_normal((100, width)), 0, 1))
+        u = self._snap(np.concatenate(candidates))
+        values = score(u)
+        for step in (0.1, 0.03, 0.01):
+            starts = u[np.argsort(-values)[:10]]
+            local = self._snap(np.clip(starts.repeat(20, 0) + step * self.rng.standard_normal((200, width)), 0, 1))
+            u, values = np.concatenate([u, local]), np.concatenate([values, score(local)])
+        x_all = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)
+        failed = ~np.isfinite(np.asarray(self.yi))
+        distance = np.sqrt(((u[:, None, :] - x_all[None]) ** 2).sum(-1))  # [m, n]
+        seen = distance.min(1) < 1e-9  # already evaluated
+        near_failure = failed[distance.argmin(1)]  # closer to a failed point than to any other
+        values = np.where(seen | near_failure, -np.inf, values)
+        return (
+            u[int(np.argmax(values))]
+            if np.isfinite(values).any()
+            else self._snap(self.rng.random_sample((1, width)))[0]
+        )
+
+
+def _power_standardise(y: np.ndarray) -> np.ndarray:
+    """Values [n] z-scored, through the Yeo-Johnson transform whose λ (on a grid of 61 values in
+    [-2, 4]) maximises the normal likelihood, then z-scored again: long tails made normal-like."""
+    y = (y - y.mean()) / y.std()
+    lam = np.linspace(-2.0, 4.0, 61)[:, None]  # [L, 1]
+    pos, neg = np.log1p(np.clip(y, 0, None)), np.log1p(np.clip(-y, 0, None))  # [n] each
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        up = np.where(lam == 0, pos, np.expm1(lam * pos) / lam)  # [L, n]
+        down = np.where(lam == 2, neg, np.expm1((2 - lam) * neg) / (2 - lam))  # [L, n]
+        z = np.where(y >= 0, up, -down)  # [L, n]
+        llf = -0.5 * len(y) * np.log(z.var(1)) + (lam[:, 0] - 1) * (np.sign(y) * np.log1p(np.abs(y))).sum()
+    llf = np.where(np.isfinite(llf), llf, -np.inf)
+    best = z[int(np.argmax(llf))]
+    return (best - best.mean()) / best.std() if np.isfinite(best).all() and best.std() > 0 else y
+
+
+# ---------------------------------------------------------------- minimize
+
+
+def minimize(
+    func: Callable[[list[Any]], float],
+    dimensions: Sequence[Any],
+    n_calls: int = 50,
+    n_initial_points: int = 5,
+    acq_func: str = "EI",
+    random_state: int | np.random.RandomState | None = None,
+    model: str | PFN = DEFAULT_MODEL,
+) -> OptimizeResult:
+    """Minimise ``func`` (a list of values, one per dimension -> a number) over ``dimensions`` in
+    ``n_calls`` evaluations, like ``skopt.gp_minimize``. A call that raises or returns NaN or
+    infinity is recorded as failed (NaN in ``func_vals``) and its region avoided. Returns an
+    OptimizeResult with ``x``, ``fun``, ``x_iters``, ``func_vals`` and ``n_failed``."""
+    if isinstance(n_calls, bool) or not isinstance(n_calls, numbers.Integral) or n_calls < 1:
+        raise ValueError(f"n_calls must be a positive integer, got {n_calls!r}")
+    opt = Optimizer(dimensions, n_initial_points, acq_func, model=model, random_state=random_state)
+    for _ in range(n_calls):
+        x = opt.ask()
+        try:
+            y = float(func(x))
+        except Exception:  # noqa: BLE001 - a failed evaluation is data, not an error of the optimiser
+            y = math.nan
+        opt.tell(x, y)
+    return opt.result()
+
+
+def __getattr__(name: str) -> Any:
+    """``PFNSampler`` imports Optuna when first used (Optuna is an optional dependency)."""
+    if name == "PFNSampler":
+        from pfn.bo_optuna import PFNSampler
+
+        return PFNSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
