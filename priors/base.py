@@ -134,7 +134,11 @@ class Prior(ABC):
     """Base of all priors: validates a request, then :meth:`draw` fills it."""
 
     name: ClassVar[str]
-    task: ClassVar[Task] = "regression"
+
+    @property
+    def task(self) -> Task:
+        """What the datasets' targets are: "regression" (floats) or "classification" (class ids)."""
+        return "regression"
 
     @property
     def n_classes(self) -> int:
@@ -322,7 +326,7 @@ class Mixture(Prior):
             raise ValueError(f"Mixture components must share one task, got {sorted(tasks)}")
 
     @property
-    def task(self) -> Task:  # type: ignore[override]
+    def task(self) -> Task:
         return self.components[0].task
 
     @property
@@ -350,7 +354,46 @@ class Mixture(Prior):
 
 
 @dataclass(frozen=True)
-class Classification(Prior):
+class Wrapper(Prior):
+    """A prior that changes the datasets of a ``base`` prior: it owns the plumbing (the base is
+    checked and drawn first), subclasses write :meth:`change` and :meth:`check` their fields.
+    ``base_task`` is the task the base must have (None: any); the wrapper keeps the base's task."""
+
+    base_task: ClassVar[Task | None] = "regression"
+
+    base: Prior
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, Prior):
+            raise ValueError(f"{type(self).__name__} needs a base prior, got {self.base!r}")
+        if self.base_task is not None and self.base.task != self.base_task:
+            raise ValueError(f"{type(self).__name__} needs a {self.base_task} prior as its base")
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError naming a field of the wrapper that is out of range."""
+
+    @property
+    def task(self) -> Task:
+        return self.base.task
+
+    @property
+    def n_classes(self) -> int:
+        return self.base.n_classes
+
+    def check_features(self, n_features: int) -> None:
+        self.base.check_features(n_features)
+
+    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
+        return self.change(self.base.draw(batch_size, n_rows, n_features, generator), generator)
+
+    @abstractmethod
+    def change(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """The datasets of ``batch`` (drawn from the base) changed as this prior says."""
+
+
+@dataclass(frozen=True)
+class Classification(Wrapper):
     """Turns a regression prior into a classification prior with min_classes..max_classes classes.
 
     Per dataset, the number of classes is uniform on [min_classes, max_classes]. Classes are
@@ -365,17 +408,13 @@ class Classification(Prior):
     """
 
     name: ClassVar[str] = "classification"
-    task: ClassVar[Task] = "classification"
 
-    base: Prior | None = None
     min_classes: int = 2
     max_classes: int = 10
     rank_fraction: float = 0.5
     prototype_fraction: float = 0.0
 
-    def __post_init__(self) -> None:
-        if self.base is None or self.base.task != "regression":
-            raise ValueError("Classification needs a regression prior as its base")
+    def check(self) -> None:
         if not 0.0 <= self.prototype_fraction <= 1.0:
             raise ValueError(f"prototype_fraction must be in [0, 1], got {self.prototype_fraction}")
         if not 2 <= self.min_classes <= self.max_classes:
@@ -384,15 +423,16 @@ class Classification(Prior):
             raise ValueError(f"rank_fraction must be in [0, 1], got {self.rank_fraction}")
 
     @property
+    def task(self) -> Task:
+        return "classification"
+
+    @property
     def n_classes(self) -> int:
         return self.max_classes
 
-    def check_features(self, n_features: int) -> None:
-        self.base.check_features(n_features)  # type: ignore[union-attr]
-
-    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
-        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+    def change(self, batch: Batch, generator: torch.Generator) -> Batch:
         y = batch.y.double()  # [B, N]
+        batch_size, n_rows = y.shape
         k_max = self.max_classes
         n_classes = torch.randint(self.min_classes, k_max + 1, (batch_size,), generator=generator)  # [B]
         # thresholds at distinct random ranks of y below the largest (so every class occurs)
@@ -446,7 +486,7 @@ def _nearest_prototype(
 
 
 @dataclass(frozen=True)
-class IrrelevantFeatures(Prior):
+class IrrelevantFeatures(Wrapper):
     """Adds uninformative columns to a base prior's datasets, so a model learns to find the
     columns that matter (real tables often have many that do not).
 
@@ -457,33 +497,20 @@ class IrrelevantFeatures(Prior):
     """
 
     name: ClassVar[str] = "irrelevant_features"
+    base_task: ClassVar[Task | None] = None
 
-    base: Prior | None = None
     probability: float = 0.3
     max_ratio: float = 3.0
 
-    def __post_init__(self) -> None:
-        if self.base is None:
-            raise ValueError("IrrelevantFeatures needs a base prior")
+    def check(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {self.probability}")
         if self.max_ratio <= 0:
             raise ValueError(f"max_ratio must be > 0, got {self.max_ratio}")
 
-    @property
-    def task(self) -> Task:  # type: ignore[override]
-        return self.base.task  # type: ignore[union-attr]
-
-    @property
-    def n_classes(self) -> int:
-        return self.base.n_classes  # type: ignore[union-attr]
-
-    def check_features(self, n_features: int) -> None:
-        self.base.check_features(n_features)  # type: ignore[union-attr]
-
-    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
-        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+    def change(self, batch: Batch, generator: torch.Generator) -> Batch:
         x, used = batch.x.clone(), batch.n_features.clone()  # [B, N, F], [B]
+        batch_size, n_rows, n_features = x.shape
         add = torch.rand(batch_size, generator=generator) < self.probability  # [B]
         for b in add.nonzero().squeeze(1).tolist():
             f = int(used[b])
@@ -501,7 +528,7 @@ class IrrelevantFeatures(Prior):
 
 
 @dataclass(frozen=True)
-class WarpedTargets(Prior):
+class WarpedTargets(Wrapper):
     """Gives a regression prior's targets the shapes real targets often have. With probability
     ``probability`` a dataset's targets get one monotone warp, each kind equally likely:
 
@@ -517,21 +544,15 @@ class WarpedTargets(Prior):
 
     name: ClassVar[str] = "warped_targets"
 
-    base: Prior | None = None
     probability: float = 0.3
 
-    def __post_init__(self) -> None:
-        if self.base is None or self.base.task != "regression":
-            raise ValueError("WarpedTargets needs a regression prior as its base")
+    def check(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {self.probability}")
 
-    def check_features(self, n_features: int) -> None:
-        self.base.check_features(n_features)  # type: ignore[union-attr]
-
-    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
-        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+    def change(self, batch: Batch, generator: torch.Generator) -> Batch:
         y = batch.y.double().clone()  # [B, N]
+        batch_size = len(y)
         warp = torch.rand(batch_size, generator=generator) < self.probability  # [B]
         for b in warp.nonzero().squeeze(1).tolist():
             kind, u = torch.randint(0, 3, (), generator=generator).item(), torch.rand(3, generator=generator).tolist()
@@ -552,24 +573,15 @@ class WarpedTargets(Prior):
 
 
 @dataclass(frozen=True)
-class Standardized(Prior):
+class Standardized(Wrapper):
     """A regression prior whose targets are z-scored per dataset (mean 0, standard deviation 1
     over the dataset's rows), matching estimators that standardise targets before predicting."""
 
     name: ClassVar[str] = "standardized"
 
-    base: Prior | None = None
-
-    def __post_init__(self) -> None:
-        if self.base is None or self.base.task != "regression":
-            raise ValueError("Standardized needs a regression prior as its base")
-
-    def check_features(self, n_features: int) -> None:
-        self.base.check_features(n_features)  # type: ignore[union-attr]
-
-    def draw(self, batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Batch:
-        batch = self.base.draw(batch_size, n_rows, n_features, generator)  # type: ignore[union-attr]
+    def change(self, batch: Batch, generator: torch.Generator) -> Batch:
         y = batch.y.double()  # [B, N]
+        n_rows = y.shape[1]
         scale = y.std(dim=1, keepdim=True).nan_to_num(1.0).clamp_min(1e-6) if n_rows > 1 else torch.ones_like(y)
         y = (y - y.mean(dim=1, keepdim=True)) / scale  # [B, N]
         return Batch(x=batch.x, y=y.float(), n_features=batch.n_features)

@@ -1,4 +1,6 @@
+import dataclasses
 import math
+import typing
 
 import numpy as np
 import pytest
@@ -506,3 +508,27 @@ def test_scm_classification_covers_2_to_10_classes():
 def test_scm_rejects_impossible_settings(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_a_wrapper_writes_one_method_and_the_base_owns_the_plumbing():
+    @dataclasses.dataclass(frozen=True)
+    class Doubled(priors.Wrapper):
+        name: typing.ClassVar[str] = "doubled"
+        base_task: typing.ClassVar[str | None] = None
+
+        def change(self, batch, generator):
+            return priors.Batch(x=batch.x, y=2 * batch.y, n_features=batch.n_features)
+
+    base = Classification(base=GPPrior(max_features=4), max_classes=3)
+    wrapped = Doubled(base=base)
+    assert wrapped.task == "classification" and wrapped.n_classes == 3
+    torch.testing.assert_close(wrapped.sample(3, 20, 4, gen(5)).y, 2 * base.sample(3, 20, 4, gen(5)).y)
+    with pytest.raises(ValueError, match="GPPrior uses up to 4 features, more than the 2 columns"):
+        wrapped.sample(1, 20, 2, gen())  # the base's feature check
+    with pytest.raises(ValueError, match="Doubled needs a base prior, got 'gp'"):
+        Doubled(base="gp")
+
+
+def test_a_wrapper_description_without_its_base_is_refused_by_name():
+    with pytest.raises(ValueError, match="prior 'standardized': .*missing 1 required .*'base'"):
+        priors.from_dict({"type": "standardized"})
