@@ -20,10 +20,10 @@ from priors.base import (
     Standardized,
     Uniform,
     WarpedTargets,
-    Wrapper,
 )
 from priors.bnn import BNNPrior
 from priors.bo import BOGPPrior
+from priors.curves import LearningCurvePrior
 from priors.function_classes import LinearPrior, ReLUNetPrior, SparseLinearPrior, TreePrior
 from priors.gp import GPPrior
 from priors.scm import SCMPrior
@@ -34,6 +34,7 @@ PRIORS: dict[str, type[Prior]] = {
         GPPrior,
         BOGPPrior,
         BNNPrior,
+        LearningCurvePrior,
         SCMPrior,
         LinearPrior,
         SparseLinearPrior,
@@ -67,10 +68,7 @@ def from_dict(spec: dict[str, Any]) -> Prior:
         raise ValueError(f"unknown key(s) {sorted(unknown)} for prior {kind!r}; known keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {key: _parse(value, hints[key], f"{kind}.{key}") for key, value in spec.items() if key != "type"}
-    try:
-        return cls(**kwargs)
-    except TypeError as error:  # a required key missing, e.g. a wrapper's base
-        raise ValueError(f"prior {kind!r}: {error}") from None
+    return cls(**kwargs)
 
 
 def _parse(value: Any, hint: Any, where: str) -> Any:
@@ -105,7 +103,7 @@ __all__ = [
     "Gamma",
     "IrrelevantFeatures",
     "WarpedTargets",
-    "Wrapper",
+    "LearningCurvePrior",
     "LinearPrior",
     "LogUniform",
     "Mixture",
