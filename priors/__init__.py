@@ -20,6 +20,7 @@ from priors.base import (
     Standardized,
     Uniform,
     WarpedTargets,
+    Wrapper,
 )
 from priors.bnn import BNNPrior
 from priors.bo import BOGPPrior
@@ -68,7 +69,10 @@ def from_dict(spec: dict[str, Any]) -> Prior:
         raise ValueError(f"unknown key(s) {sorted(unknown)} for prior {kind!r}; known keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {key: _parse(value, hints[key], f"{kind}.{key}") for key, value in spec.items() if key != "type"}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a required key missing, e.g. a wrapper's base
+        raise ValueError(f"prior {kind!r}: {error}") from None
 
 
 def _parse(value: Any, hint: Any, where: str) -> Any:
@@ -103,6 +107,7 @@ __all__ = [
     "Gamma",
     "IrrelevantFeatures",
     "WarpedTargets",
+    "Wrapper",
     "LearningCurvePrior",
     "LinearPrior",
     "LogUniform",
