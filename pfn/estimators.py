@@ -6,13 +6,14 @@ held-out predictions (pfn.selection) and runs the train rows through the transfo
 member (with more classes than the head, once per group of classes of each member; see
 couple_groups), keeping every layer's keys and values (train rows never attend to test rows,
 so these do not depend on what is predicted later). ``predict`` then only runs test rows, in chunks of
-``batch_size``, and mixes the members' predictions with their weights.
+``chunk_rows``, and mixes the members' predictions with their weights.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -24,7 +25,7 @@ import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from tqdm.auto import tqdm
@@ -143,10 +144,11 @@ class _PFNBase(BaseEstimator):
         weight_members: bool = True,
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
-        batch_size: int = 1024,
+        chunk_rows: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         show_progress: bool | None = None,
+        batch_size: int | str = "deprecated",
     ) -> None:
         self.model = model
         self.n_estimators = n_estimators
@@ -154,10 +156,11 @@ class _PFNBase(BaseEstimator):
         self.weight_members = weight_members
         self.categorical_features = categorical_features
         self.max_train_rows = max_train_rows
-        self.batch_size = batch_size
+        self.chunk_rows = chunk_rows
         self.device = device
         self.random_state = random_state
         self.show_progress = show_progress
+        self.batch_size = batch_size
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -175,7 +178,8 @@ class _PFNBase(BaseEstimator):
         "weight_members": ["boolean"],
         "categorical_features": [StrOptions({"auto"}), list],
         "max_train_rows": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "chunk_rows": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), Hidden(StrOptions({"deprecated"}))],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "random_state": ["random_state"],
         "show_progress": ["boolean", None],
@@ -192,6 +196,18 @@ class _PFNBase(BaseEstimator):
             raise InvalidParameterError(message) from None
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
+
+    def _chunk_rows(self) -> int:
+        """Test rows per forward pass: ``chunk_rows``, or the deprecated ``batch_size`` if given."""
+        if isinstance(self.batch_size, str):
+            return self.chunk_rows
+        warnings.warn(
+            "the parameter batch_size was renamed chunk_rows (test rows per forward pass); batch_size is "
+            "deprecated and will be removed in a future version, so pass chunk_rows instead",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return int(self.batch_size)
 
     def _check_y_given(self, y: Any) -> None:
         if y is None:
@@ -391,16 +407,17 @@ class _PFNBase(BaseEstimator):
 
     def _predict_chunks(self, X: Any, reduce: Callable[[list[_Weighted]], np.ndarray]) -> np.ndarray:
         """``reduce`` of the weighted members' outputs ([chunk, K] each) for every chunk of
-        ``batch_size`` test rows, concatenated: memory stays bounded by the chunk, whatever the
+        ``chunk_rows`` test rows, concatenated: memory stays bounded by the chunk, whatever the
         number of rows."""
         x = self._transformed(X)  # [m, f]
         weighted = list(zip(self.members_, self.member_weights_, strict=True))
-        chunks = range(0, len(x), self.batch_size)
+        size = self._chunk_rows()
+        chunks = range(0, len(x), size)
         results = []
         # tqdm's disable=None: a bar only where stderr is a terminal; show_progress=True forces one
         disable = len(chunks) < 8 or (None if self.show_progress is None else not self.show_progress)
         for start in tqdm(chunks, disable=disable, desc="predict", unit="chunk"):
-            part = x[start : start + self.batch_size]
+            part = x[start : start + size]
             results.append(reduce([_Weighted(m, float(w), self._member_forward(m, part)) for m, w in weighted]))
         return np.concatenate(results)
 
@@ -473,11 +490,12 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         object columns) or a list of column indices or names.
     max_train_rows : at most this many train rows per member (stratified subsample beyond it;
         with more classes than the head, its groups' passes share them).
-    batch_size : test rows per forward pass; memory is bounded by it.
+    chunk_rows : test rows per forward pass; memory is bounded by it.
     device : "auto" (CUDA when available), "cpu" or "cuda".
     random_state : seeds the members' permutations, subsamples and transforms.
     show_progress : a progress bar for large predictions: None (default) where stderr is a
         terminal, True always, False never.
+    batch_size : deprecated, the former name of ``chunk_rows``.
     """
 
     _task = "classification"
@@ -501,10 +519,11 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         weight_members: bool = True,
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
-        batch_size: int = 1024,
+        chunk_rows: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         show_progress: bool | None = None,
+        batch_size: int | str = "deprecated",
     ) -> None:
         super().__init__(
             model,
@@ -513,10 +532,11 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
             weight_members,
             categorical_features,
             max_train_rows,
-            batch_size,
+            chunk_rows,
             device,
             random_state,
             show_progress,
+            batch_size,
         )
         self.softmax_temperature = softmax_temperature
 

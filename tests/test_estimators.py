@@ -16,6 +16,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import pfn
@@ -52,7 +53,7 @@ def test_cache_matches_a_full_forward_pass_and_chunking(clf_data):
     clf._train_X, clf._train_y = X, y
     cached = clf.predict_proba(X_test)
     np.testing.assert_allclose(cached, full_forward_proba(clf, X_test), atol=1e-5)
-    chunked = clone(clf).set_params(batch_size=7).fit(X, y).predict_proba(X_test)
+    chunked = clone(clf).set_params(chunk_rows=7).fit(X, y).predict_proba(X_test)
     np.testing.assert_allclose(chunked, cached, atol=1e-5)
     one_by_one = np.concatenate([clf.predict_proba(X_test[i : i + 1]) for i in range(len(X_test))])
     np.testing.assert_allclose(one_by_one, cached, atol=1e-5)
@@ -271,7 +272,7 @@ def test_a_million_test_rows_in_bounded_memory():
     import resource
 
     X, y = make_classification(n_samples=200, n_features=5, random_state=0)
-    clf = PFNClassifier(n_estimators=2, batch_size=8192, random_state=0, show_progress=False).fit(X, y)
+    clf = PFNClassifier(n_estimators=2, chunk_rows=8192, random_state=0, show_progress=False).fit(X, y)
     X_big = np.random.default_rng(0).normal(size=(1_000_000, 5))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
     proba = clf.predict_proba(X_big)
@@ -296,7 +297,7 @@ def test_the_predict_bar_shows_where_asked_and_by_default_only_on_a_terminal(sho
     """Under pytest stderr is not a terminal: the default shows no bar, True forces one."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
-    clf = PFNClassifier(n_estimators=1, batch_size=8, show_progress=show_progress, random_state=0).fit(X, y)
+    clf = PFNClassifier(n_estimators=1, chunk_rows=8, show_progress=show_progress, random_state=0).fit(X, y)
     clf.predict_proba(rng.normal(size=(80, 3)))  # 10 chunks
     assert ("predict" in capsys.readouterr().err) == bar
     with pytest.raises(ValueError, match=r"'show_progress' parameter of PFN\w+ must be an instance of 'bool'"):
@@ -335,3 +336,15 @@ def test_the_member_table_in_the_docs_is_the_schedule():
         assert [schedule.columns.at(i) for i in range(8)] == rows["columns"]
         assert [schedule.input_transform(i) for i in range(8)] == rows[f"{name} inputs"]
     assert [PFNRegressor.SCHEDULE.target.at(i) for i in range(8)] == rows["regressor target"]
+
+
+@pytest.mark.parametrize("Estimator", [PFNClassifier, PFNRegressor])
+def test_the_former_name_batch_size_still_chunks_with_a_future_warning(clf_data, Estimator):
+    X, y, X_test, _ = clf_data
+    est = Estimator(n_estimators=1, chunk_rows=5, random_state=0).fit(X, y)
+    by_chunk_rows = est.predict(X_test)
+    with pytest.warns(FutureWarning, match="batch_size was renamed chunk_rows"):
+        by_batch_size = est.set_params(batch_size=5).predict(X_test)
+    np.testing.assert_array_equal(by_batch_size, by_chunk_rows)
+    with pytest.raises(InvalidParameterError, match="'batch_size' parameter"):
+        Estimator(batch_size=0).fit(X, y)

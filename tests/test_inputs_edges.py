@@ -133,8 +133,8 @@ def test_a_rows_prediction_does_not_depend_on_its_batch(make):
         np.testing.assert_array_equal(parts, full)
     order = rng.permutation(len(X))
     np.testing.assert_array_equal(method(X[order]), full[order])
-    chunked = est.set_params(batch_size=16).predict(X)
-    np.testing.assert_array_equal(chunked, est.set_params(batch_size=1024).predict(X))
+    chunked = est.set_params(chunk_rows=16).predict(X)
+    np.testing.assert_array_equal(chunked, est.set_params(chunk_rows=1024).predict(X))
 
 
 @pytest.mark.parametrize(
