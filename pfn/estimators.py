@@ -17,11 +17,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
@@ -30,10 +29,6 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 from tqdm.auto import tqdm
 
-from pfn.checkpoint import InferenceConfig
-from pfn.heads import BarDistribution
-from pfn.inference import PFN
-from pfn.model import KVCache
 from pfn.preprocessing import (
     FLOAT_MAX,
     MemberTransform,
@@ -47,6 +42,13 @@ from pfn.preprocessing import (
 from pfn.selection import FOLDS, MIN_ROWS, Selection, folds, likelihood_stacking, quadratic_stacking, select_features
 from pfn.selection import SEED as SELECTION_SEED
 
+if TYPE_CHECKING:  # torch and the model load at fit, so that importing the estimators stays light
+    import torch
+
+    from pfn.heads import BarDistribution
+    from pfn.inference import PFN
+    from pfn.model import KVCache
+
 _LOADED: dict[tuple[str, str], PFN] = {}
 ROW_BLOCK = 64  # test rows go through the model in whole blocks (zero-padded), see _member_forward
 ROUNDS = 2  # with more classes than the head: partitions of the classes into groups per member
@@ -57,6 +59,8 @@ PROBABILITY_FLOOR = 1e-100  # conditional probabilities below this count as this
 
 def _load(model: str, device: str) -> PFN:
     """Load a checkpoint once per process and device (models are read-only after loading)."""
+    from pfn.inference import PFN
+
     key = (str(model), device)
     if key not in _LOADED:
         _LOADED[key] = PFN.from_files(model).to(device)
@@ -194,6 +198,8 @@ class _PFNBase(BaseEstimator):
                 if isinstance(value, np.generic):
                     message = message.replace(repr(value), repr(plain(value)))
             raise InvalidParameterError(message) from None
+        import torch
+
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
 
@@ -244,6 +250,8 @@ class _PFNBase(BaseEstimator):
             raise ValueError(f"X has {len(frame)} rows but y has {len(y)}")
         self.preprocessor_ = TablePreprocessor(self.categorical_features).fit(frame)
         x = self.preprocessor_.transform(frame)  # [n, f]
+        import torch
+
         device = "cuda" if self.device == "auto" and torch.cuda.is_available() else self.device.replace("auto", "cpu")
         self.pfn_ = _load(self.model or self._default_model, device)
         if self.pfn_.task != self._task:
@@ -380,6 +388,8 @@ class _PFNBase(BaseEstimator):
             x_member = transform.fit_transform(x_member, y_member).astype(np.float32)  # cross-fitted
         elif transform is not None:
             x_member = transform.transform(x_member).astype(np.float32)
+        import torch
+
         xt, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, n', F], [1]
         yt = torch.as_tensor(y_member, dtype=torch.float32)[None]  # [1, n']
         cache = self.pfn_.encode_train(xt, yt, used)
@@ -432,6 +442,8 @@ class _PFNBase(BaseEstimator):
         m = len(x_member)
         padded = np.zeros((-(-m // ROW_BLOCK) * ROW_BLOCK, x_member.shape[1]), dtype=np.float32)  # [m', f']
         padded[:m] = x_member
+        import torch
+
         xq, used = self.pfn_.pad_features(torch.as_tensor(padded)[None])  # [1, m', F], [1]
         return self.pfn_.predict_test(member.cache, xq, used)[0, :m].cpu().numpy()  # [m, K]
 
@@ -634,6 +646,8 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     def _temperature(self) -> float:
         if self.softmax_temperature is not None:
             return float(self.softmax_temperature)
+        from pfn.checkpoint import InferenceConfig
+
         return InferenceConfig.from_card(self.pfn_.card).softmax_temperature
 
     def _part_probs(self, member: _Member, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -722,6 +736,8 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     def _held_out_score(
         self, x_context: np.ndarray, y_context: np.ndarray, x_held: np.ndarray, y_held: np.ndarray
     ) -> float:
+        import torch
+
         return float(self.pfn_.predict(x_context, y_context, x_held).logpdf(torch.as_tensor(y_held)).mean())
 
     def _member_targets(
@@ -736,6 +752,10 @@ class PFNRegressor(RegressorMixin, _PFNBase):
 
     def _bar(self, logits: np.ndarray | torch.Tensor) -> BarDistribution:
         """The model's bar distribution over standardised targets for logits [m, K]."""
+        import torch
+
+        from pfn.heads import BarDistribution
+
         return BarDistribution(
             self.pfn_.borders.double().cpu(), torch.as_tensor(logits).double(), self.pfn_.tail_scales
         )
@@ -851,6 +871,8 @@ class PredictiveDistribution:
                 f"y must be a number or an array of numbers (target values), got {plain(y)!r} "
                 f"({type(y).__name__} of dtype {values.dtype})"
             )
+        import torch
+
         with np.errstate(over="ignore"):
             return torch.as_tensor((values.astype(np.float64) - self.loc) / self.scale)
 
@@ -891,5 +913,7 @@ class PredictiveDistribution:
 
     def sample(self, n: int, random_state: int | None = None) -> np.ndarray:
         """n draws per row: [n, m]."""
+        import torch
+
         seed = check_random_state(random_state).randint(2**31)
         return self._y(self.bar.sample(n, torch.Generator().manual_seed(int(seed))))
