@@ -16,11 +16,13 @@ columns (:class:`TargetEncodedColumns`). Regression targets are standardised rob
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import sklearn
 from scipy import stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.impute import SimpleImputer
@@ -34,6 +36,7 @@ from sklearn.preprocessing import (
     RobustScaler,
     TargetEncoder,
 )
+from sklearn.utils.fixes import parse_version
 
 CLIP = 4.0
 FLOAT_MAX = float(np.finfo(np.float64).max)
@@ -43,8 +46,6 @@ FENCE_ROWS = 3  # ... or further in, so that at least 3 rows lie beyond each (at
 FENCE = 5.0  # ... and lie this many times the quantile's distance from the median beyond it
 INTERVAL = 0.9  # the central interval whose few-row width TargetScale matches (see few_rows_factor)
 WIDEN_ALL_ROWS = 3  # from this many train rows the quantile-target members are widened too (quantile_target_factor)
-EPOCH = pd.Timestamp("1970-01-01")
-SECOND = pd.Timedelta(seconds=1)
 MemberTransform = Literal["none", "quantile", "power", "target"]
 ColumnKind = Literal["numeric", "categorical", "datetime", "timedelta"]
 
@@ -197,9 +198,10 @@ def column_values(series: pd.Series, kind: ColumnKind) -> np.ndarray:
             series = pd.to_datetime(series, utc=True)  # objects that are all datetimes or dates
         if series.dt.tz is not None:
             series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-        return ((series - EPOCH) / SECOND).to_numpy(dtype=np.float64, na_value=np.nan)
+        instants = series.to_numpy()  # datetime64 in the column's own unit, NaT for missing
+        return (instants - np.datetime64(0, "s")) / np.timedelta64(1, "s")  # in numpy: no unit overflows
     if kind == "timedelta":
-        return (pd.to_timedelta(series) / SECOND).to_numpy(dtype=np.float64, na_value=np.nan)
+        return pd.to_timedelta(series).to_numpy() / np.timedelta64(1, "s")
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isnan(values) & series.notna().to_numpy()
     if bad.any():
@@ -340,9 +342,10 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
         if len(self.columns_) == 0:
             return np.array(X, dtype=np.float64)
         kind = "continuous" if self.target == "continuous" else ("multiclass" if multiclass else "binary")
-        cv = KFold(min(self.folds, len(X)), shuffle=True, random_state=self.seed)
-        self.encoder_ = TargetEncoder(target_type=kind, cv=cv)
-        encoded = self.encoder_.fit_transform(X[:, self.columns_], y)  # [n, c] or [n, c * k], class-minor
+        self.encoder_ = _target_encoder(kind, min(self.folds, len(X)), self.seed)
+        with warnings.catch_warnings():  # StratifiedKFold on scikit-learn < 1.9, see _target_encoder
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            encoded = self.encoder_.fit_transform(X[:, self.columns_], y)  # [n, c] or [n, c * k], class-minor
         self.keep_ = np.flatnonzero(np.arange(encoded.shape[1]) % n_classes != n_classes - 1) if multiclass else None
         encoded = encoded if self.keep_ is None else encoded[:, self.keep_]  # [n, c * width]
         self.mean_ = encoded.mean(axis=0)
@@ -359,6 +362,15 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
     def _joined(self, X: np.ndarray, encoded: np.ndarray) -> np.ndarray:
         """The pass-through columns of X, then the standardised encodings."""
         return np.concatenate([X[:, self.rest_], (encoded - self.mean_) / self.scale_], axis=1).astype(np.float64)
+
+
+def _target_encoder(kind: str, folds: int, seed: int) -> TargetEncoder:
+    """scikit-learn's TargetEncoder cross-fitting on ``folds`` shuffled folds. From scikit-learn
+    1.9 on, shuffled KFold for every target; before (no splitter accepted), the same folds for
+    continuous targets and StratifiedKFold's for classes."""
+    if parse_version(sklearn.__version__) >= parse_version("1.9"):
+        return TargetEncoder(target_type=kind, cv=KFold(folds, shuffle=True, random_state=seed))
+    return TargetEncoder(target_type=kind, cv=folds, shuffle=True, random_state=seed)
 
 
 class QuantileTarget:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from scipy.integrate import trapezoid
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import TargetEncoder
 
@@ -312,7 +313,7 @@ def test_the_regressor_stacks_by_the_crps():
     grid = np.linspace(borders[1], borders[-2], 200_001)
     for j in range(2):
         cdf = reg._bar(np.log(np.maximum(probs[:, j], 1e-300))).cdf(torch.as_tensor(grid)[:, None]).numpy().T  # [3, G]
-        reference = np.trapezoid((cdf - (grid >= y[:, None])) ** 2, grid, axis=1)
+        reference = trapezoid((cdf - (grid >= y[:, None])) ** 2, grid, axis=1)
         np.testing.assert_allclose(crps[:, j], reference, rtol=0.02, atol=1e-3)
 
 
