@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "function-classes": "benchmarks.function_classes:run",
     "gp": "benchmarks.gp_posterior:run",
     "gp-hyper": "benchmarks.gp_hyper:run",
+    "large": "benchmarks.large:run",
     "recipe": "benchmarks.recipe:run",
     "speed": "benchmarks.speed:run",
     "tabular": "benchmarks.tabular:run",
