@@ -1,0 +1,222 @@
+"""pfn.bo: acquisition functions, the ask-and-tell optimiser, minimize, the Optuna sampler, the
+BO prior and the benchmark's quick mode."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import gen
+from scipy.integrate import quad
+
+import pfn
+from pfn import bo
+from pfn.heads import BarDistribution
+from priors import BOGPPrior
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pfn.load("bo")
+
+
+def _bar(seed: int, tails: tuple[float, float] | None) -> BarDistribution:
+    borders = torch.cat([torch.tensor([-3.0]), torch.sort(torch.rand(9, generator=gen(seed)) * 4 - 2).values])
+    borders = torch.cat([borders, torch.tensor([3.0])])  # 11 borders, 10 buckets
+    logits = torch.randn(3, 10, generator=gen(seed + 1))
+    return BarDistribution(borders.double(), logits.double(), tails)
+
+
+@pytest.mark.parametrize("tails", [None, (0.4, 1.3)])
+@pytest.mark.parametrize("best", [-4.0, -2.5, -0.3, 0.7, 2.9, 4.5])
+def test_expected_improvement_matches_numerical_integration(tails, best):
+    """Incumbents in the left tail, inner buckets and the right tail."""
+    dist = _bar(3, tails)
+    exact = bo.expected_improvement(dist, best)
+    points = [b for b in dist.borders.tolist() if b < best]
+    for i in range(3):
+
+        def integrand(y, i=i):
+            return (best - y) * math.exp(float(dist.logpdf(torch.full((3,), y, dtype=torch.float64))[i]))
+
+        numeric = quad(integrand, -40.0, best, points=points or None, limit=200)[0]
+        assert float(exact[i]) == pytest.approx(numeric, rel=1e-6, abs=1e-10)
+
+
+def test_probability_of_improvement_and_optimistic_quantile():
+    dist = _bar(5, (0.5, 0.5))
+    assert torch.allclose(bo.probability_of_improvement(dist, 0.2), dist.cdf(0.2))
+    level = 0.5 * math.erfc(1.0 / math.sqrt(2))  # kappa = 1: the 15.9% quantile
+    assert torch.allclose(bo.optimistic_quantile(dist, 1.0), -dist.quantile(level))
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "message"),
+    [
+        ([(1.0, 1.0)], "low must be below high"),
+        ([(0.0, 1.0), (5, 2)], "dimension 1: low must be below high"),
+        ([(0.0, 1.0, "log-uniform")], "log-uniform dimension needs low > 0"),
+        ([(0.0, 1.0, "normal")], "prior must be"),
+        ([[]], "at least one category"),
+        ([(0.0, math.inf)], "finite numbers"),
+        ([], "non-empty list"),
+        ([(0.0, 1.0)] * 19, "at most 18"),
+    ],
+)
+def test_bad_dimensions_are_refused(model, dimensions, message):
+    with pytest.raises(ValueError, match=message):
+        bo.Optimizer(dimensions, model=model)
+
+
+def test_unknown_acquisition_is_refused(model):
+    with pytest.raises(ValueError, match="unknown acq_func 'LCB'; choose one of EI, PI, UCB"):
+        bo.Optimizer([(0.0, 1.0)], acq_func="LCB", model=model)
+
+
+def test_tell_refuses_points_outside_the_space(model):
+    opt = bo.Optimizer([(0.0, 1.0), (1, 5), ["a", "b"]], model=model)
+    with pytest.raises(ValueError, match="x must be a list of 3 values"):
+        opt.tell([0.5, 2], 1.0)
+    with pytest.raises(ValueError, match=r"x\[0\] = 1.5 lies outside dimension 0"):
+        opt.tell([1.5, 2, "a"], 1.0)
+    with pytest.raises(ValueError, match=r"x\[1\] = 2.5 lies outside dimension 1 \(integer"):
+        opt.tell([0.5, 2.5, "a"], 1.0)
+    with pytest.raises(ValueError, match=r"x\[2\] = 'c' lies outside"):
+        opt.tell([0.5, 2, "c"], 1.0)
+    with pytest.raises(TypeError, match="y must be a real number"):
+        opt.tell([0.5, 2, "a"], "1.0")
+    assert opt.Xi == []
+
+
+def test_ask_tell_round_trip_with_mixed_dimensions(model):
+    space = [(-2.0, 3.0), (1, 10), (1e-3, 1.0, "log-uniform"), ["relu", "tanh", None]]
+    opt = bo.Optimizer(space, n_initial_points=3, n_candidates=200, model=model, random_state=0)
+    for _ in range(8):
+        x = opt.ask()
+        assert -2 <= x[0] <= 3 and isinstance(x[0], float)
+        assert isinstance(x[1], int) and 1 <= x[1] <= 10
+        assert 1e-3 <= x[2] <= 1.0
+        assert x[3] in ("relu", "tanh", None)
+        result = opt.tell(x, (x[0] - 1) ** 2 + x[1] / 10 + (x[3] != "tanh"))
+    assert len(result.x_iters) == 8 and result.func_vals.shape == (8,)
+    assert result.fun == result.func_vals.min() and result.x == result.x_iters[int(result.func_vals.argmin())]
+    again = bo.Optimizer(space, n_initial_points=3, n_candidates=200, model=model, random_state=0)
+    first = again.ask()
+    assert first == result.x_iters[0]  # the same random_state, the same points
+
+
+def _sphere(x):
+    return float(sum((v - 0.3) ** 2 for v in x))
+
+
+def test_minimize_beats_random_search_on_a_simple_function(model):
+    space = [(-1.0, 1.0)] * 3
+    result = bo.minimize(_sphere, space, n_calls=20, random_state=1, model=model)
+    rng = np.random.default_rng(1)
+    random_best = min(_sphere(rng.uniform(-1, 1, 3)) for _ in range(20))
+    assert result.fun < 0.3 * random_best
+    assert len(result.x_iters) == 20 and result.n_failed == 0
+
+
+def test_failed_evaluations_are_recorded_and_their_region_avoided(model):
+    def func(x):
+        if x[0] > 0.6:
+            raise RuntimeError("simulation diverged")
+        return math.nan if x[1] > 0.8 else _sphere(x)
+
+    result = bo.minimize(func, [(0.0, 1.0), (0.0, 1.0)], n_calls=20, n_initial_points=4, random_state=0, model=model)
+    failed = np.isnan(result.func_vals)
+    assert failed.sum() == result.n_failed >= 1
+    assert math.isfinite(result.fun) and result.x[0] <= 0.6 and result.x[1] <= 0.8
+    points = np.array(result.x_iters)
+    for i in range(4, 20):  # no proposal lies nearer a failed point than every other evaluated one
+        nearest = np.linalg.norm(points[:i] - points[i], axis=1).argmin()
+        assert not failed[nearest]
+
+
+def test_all_evaluations_failing_gives_an_empty_result(model):
+    result = bo.minimize(lambda x: math.nan, [(0.0, 1.0)], n_calls=4, n_initial_points=2, model=model, random_state=0)
+    assert result.x is None and math.isnan(result.fun) and result.n_failed == 4
+
+
+def test_optuna_sampler_with_float_int_categorical_and_failures(model):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    def objective(trial):
+        x = trial.suggest_float("x", -2.0, 2.0)
+        n = trial.suggest_int("n", 1, 9, step=2)
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        kind = trial.suggest_categorical("kind", ["a", "b", None])
+        if x > 1.5:
+            raise RuntimeError("diverged")
+        if x < -1.5:
+            return math.nan
+        return (x - 0.5) ** 2 + abs(n - 5) / 4 + abs(math.log10(lr) + 2) / 2 + (kind != "b")
+
+    sampler = bo.PFNSampler(n_startup_trials=4, model=model, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=20, catch=(RuntimeError,))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == 20 and len(complete) >= 10
+    for t in study.trials:
+        assert t.params["n"] in (1, 3, 5, 7, 9) and 1e-4 <= t.params["lr"] <= 1.0
+        assert t.params["kind"] in ("a", "b", None)
+    random = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    random.optimize(objective, n_trials=20, catch=(RuntimeError,))
+    assert study.best_value < random.best_value
+
+
+def test_optuna_sampler_maximises(model):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", sampler=bo.PFNSampler(n_startup_trials=3, model=model, seed=1))
+    study.optimize(lambda t: -((t.suggest_float("x", 0.0, 10.0) - 7.0) ** 2), n_trials=12)
+    assert abs(study.best_params["x"] - 7.0) < 0.5
+
+
+def test_importing_pfn_bo_loads_neither_optuna_nor_botorch():
+    code = "import sys, pfn, pfn.bo\nprint(sorted(m for m in ('optuna', 'botorch', 'pfn.bo') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['pfn.bo']"
+
+
+def test_bo_prior_draws_standard_inputs_and_refuses_bad_settings():
+    batch = BOGPPrior(min_features=2, max_features=5, noise=0.0).sample(16, 40, 8, gen(0))
+    assert batch.x.shape == (16, 40, 8) and batch.y.shape == (16, 40)
+    assert 0 <= float(batch.x.min()) and float(batch.x.max()) <= 1
+    for b in range(16):
+        assert not batch.x[b, :, int(batch.n_features[b]) :].any()
+    assert bool(torch.isfinite(batch.y).all()) and float(batch.y.std()) > 0.1
+    with pytest.raises(ValueError, match="inputs must be 'uniform'"):
+        BOGPPrior(inputs="normal")
+    with pytest.raises(ValueError, match="warp_probability must be in"):
+        BOGPPrior(warp_probability=1.5)
+
+
+def test_bo_prior_lengthscales_grow_with_the_dimension():
+    """Functions of 16 dimensions vary no faster along a line than those of 1 (the ½ log d rule):
+    the mean squared change between neighbouring points on a diagonal stays within 2x."""
+
+    def roughness(d):
+        x = torch.linspace(0, 1, 50)[:, None].repeat(1, d)  # the main diagonal
+        prior = BOGPPrior(min_features=d, max_features=d, noise=0.0, bowl_probability=0.0, warp_probability=0.0)
+        y = torch.stack([prior.targets(x[None], torch.tensor([d]), gen(s))[0] for s in range(200)])
+        return float((y.diff(dim=1) ** 2).mean())
+
+    assert 0.5 < roughness(16) / roughness(1) < 2.0
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode(tmp_path):
+    pytest.importorskip("botorch")
+    pytest.importorskip("skopt")
+    from benchmarks.bo import run
+
+    result = run(tmp_path, quick=True)
+    optimisers = result["summary"]["optimisers"]
+    assert sorted(optimisers) == ["botorch", "pfn", "random", "skopt", "tpe"]
+    assert all(0 <= row["mean_regret"] for row in optimisers.values())
+    assert (tmp_path / "bo_regret.png").is_file() and (tmp_path / "bo_time.png").is_file()
