@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # torch and the model load at fit, so that importing the esti
     from pfn.heads import BarDistribution
     from pfn.inference import PFN
     from pfn.model import KVCache
+    from pfn.retrieval import Retrieval
 
 _LOADED: dict[tuple[str, str], PFN] = {}
 ROW_BLOCK = 64  # test rows go through the model in whole blocks (zero-padded), see _member_forward
@@ -106,7 +107,8 @@ class _Plan:
 
     index: int
     features: np.ndarray  # [f'] column indices into the preprocessed matrix
-    rows: np.ndarray  # [n'] the train rows it sees (all, or a subsample beyond max_train_rows)
+    rows: np.ndarray  # [n'] the train rows it sees (all, or a subsample beyond max_train_rows unless
+    # context="retrieval")
     transform: MemberTransform  # its extra input transform
     seed: int  # the transform's seed
     parts: tuple[np.ndarray | None, ...]  # classifier: per part, [k] model label of each class (-1: not
@@ -116,13 +118,15 @@ class _Plan:
 @dataclass
 class _Member:
     """One forward pass of an ensemble member (the member itself, or with more classes than the
-    head one part of it): its feature order/subset, extra transform, target map and cache."""
+    head one part of it): its feature order/subset, extra transform, target map, and either the
+    cache of its train rows or, with more of them than a context holds, their retrieval index."""
 
     features: np.ndarray  # [f] column indices into the preprocessed matrix
     transform: TransformerMixin | None
     target_map: Any  # classifier: [k] model label of each class (-1: not in this part); regressor:
     # QuantileTarget or None
-    cache: KVCache
+    cache: KVCache | None
+    retrieval: Retrieval | None = None
 
 
 class _Weighted(NamedTuple):
@@ -148,6 +152,7 @@ class _PFNBase(BaseEstimator):
         weight_members: bool = True,
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
+        context: str = "subsample",
         chunk_rows: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
@@ -160,6 +165,7 @@ class _PFNBase(BaseEstimator):
         self.weight_members = weight_members
         self.categorical_features = categorical_features
         self.max_train_rows = max_train_rows
+        self.context = context
         self.chunk_rows = chunk_rows
         self.device = device
         self.random_state = random_state
@@ -182,6 +188,7 @@ class _PFNBase(BaseEstimator):
         "weight_members": ["boolean"],
         "categorical_features": [StrOptions({"auto"}), list],
         "max_train_rows": [Interval(Integral, 1, None, closed="left")],
+        "context": [StrOptions({"subsample", "retrieval"})],
         "chunk_rows": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), Hidden(StrOptions({"deprecated"}))],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
@@ -348,7 +355,8 @@ class _PFNBase(BaseEstimator):
         order = np.arange(f) if index == 0 else rng.permutation(f)
         if f > limit:
             order = np.sort(rng.permutation(f)[:limit]) if index == 0 else order[:limit]
-        rows = np.arange(n) if n <= self.max_train_rows else _subsample(n, self.max_train_rows, stratify, rng)
+        every_row = n <= self.max_train_rows or self.context == "retrieval"
+        rows = np.arange(n) if every_row else _subsample(n, self.max_train_rows, stratify, rng)
         seed = int(rng.randint(2**31))
         return _Plan(index, pool[order], rows, schedule.input_transform(index), seed, self._parts(index, rng))
 
@@ -388,12 +396,22 @@ class _PFNBase(BaseEstimator):
             x_member = transform.fit_transform(x_member, y_member).astype(np.float32)  # cross-fitted
         elif transform is not None:
             x_member = transform.transform(x_member).astype(np.float32)
+        member = _Member(features=plan.features, transform=transform, target_map=target_map, cache=None)
+        if len(x_member) > self.max_train_rows:  # context="retrieval": a context per group of test rows
+            from pfn.retrieval import Retrieval
+
+            classes = self._task == "classification"
+            member.retrieval = Retrieval.fit(x_member, y_member, self.max_train_rows, classes, plan.seed)
+        else:
+            member.cache = self._encode(x_member, y_member)
+        return member
+
+    def _encode(self, x: np.ndarray, y: np.ndarray) -> KVCache:
+        """The model's cache of train rows x [n, f'] (as the member sees them) with targets y [n]."""
         import torch
 
-        xt, used = self.pfn_.pad_features(torch.as_tensor(x_member)[None])  # [1, n', F], [1]
-        yt = torch.as_tensor(y_member, dtype=torch.float32)[None]  # [1, n']
-        cache = self.pfn_.encode_train(xt, yt, used)
-        return _Member(features=plan.features, transform=transform, target_map=target_map, cache=cache)
+        xt, used = self.pfn_.pad_features(torch.as_tensor(x)[None])  # [1, n, F], [1]
+        return self.pfn_.encode_train(xt, torch.as_tensor(y, dtype=torch.float32)[None], used)
 
     def _member_targets(
         self, plan: _Plan, part: np.ndarray | None, y: np.ndarray
@@ -439,13 +457,28 @@ class _PFNBase(BaseEstimator):
         x_member = x[:, member.features]
         if member.transform is not None:
             x_member = member.transform.transform(x_member).astype(np.float32)
-        m = len(x_member)
-        padded = np.zeros((-(-m // ROW_BLOCK) * ROW_BLOCK, x_member.shape[1]), dtype=np.float32)  # [m', f']
-        padded[:m] = x_member
+        if member.retrieval is None:
+            return self._forward(member.cache, x_member)
+        out = np.empty((len(x_member), self._output_size()), dtype=np.float32)  # [m, K]
+        for rows, context in member.retrieval.contexts(x_member):
+            cache = self._encode(member.retrieval.x[context], member.retrieval.y[context])
+            out[rows] = self._forward(cache, x_member[rows])
+        return out
+
+    def _forward(self, cache: KVCache, x: np.ndarray) -> np.ndarray:
+        """The model's outputs [m, K] for test rows x [m, f'] (as a member sees them) given a
+        cache of train rows."""
         import torch
 
+        m = len(x)
+        padded = np.zeros((-(-m // ROW_BLOCK) * ROW_BLOCK, x.shape[1]), dtype=np.float32)  # [m', f']
+        padded[:m] = x
         xq, used = self.pfn_.pad_features(torch.as_tensor(padded)[None])  # [1, m', F], [1]
-        return self.pfn_.predict_test(member.cache, xq, used)[0, :m].cpu().numpy()  # [m, K]
+        return self.pfn_.predict_test(cache, xq, used)[0, :m].cpu().numpy()  # [m, K]
+
+    def _output_size(self) -> int:
+        """K: the model's outputs per row (classes of the head, or buckets)."""
+        return self.pfn_.config.n_outputs
 
 
 def _needs_targets(transform: TransformerMixin) -> bool:
@@ -500,8 +533,14 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         ``pfn bench temperature --update-card`` (1.0 for a card without one).
     categorical_features : "auto" (pandas category/object/string/bool columns and non-numeric
         object columns) or a list of column indices or names.
-    max_train_rows : at most this many train rows per member (stratified subsample beyond it;
-        with more classes than the head, its groups' passes share them).
+    max_train_rows : at most this many train rows in a context (with more classes than the head,
+        its groups' passes share them).
+    context : how a table with more train rows than ``max_train_rows`` is seen. "subsample":
+        each member sees a stratified random subsample of them. "retrieval": each member keeps
+        them all, and each group of at most 64 nearby test rows gets its own context: half a
+        random sample of the train rows (fixed per member), half the train rows nearest to the
+        group (per class, by the classes' shares); see pfn.retrieval. Slower to predict (one
+        context per group and member), it uses every row.
     chunk_rows : test rows per forward pass; memory is bounded by it.
     device : "auto" (CUDA when available), "cpu" or "cuda".
     random_state : seeds the members' permutations, subsamples and transforms.
@@ -531,6 +570,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         weight_members: bool = True,
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
+        context: str = "subsample",
         chunk_rows: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
@@ -544,6 +584,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
             weight_members,
             categorical_features,
             max_train_rows,
+            context,
             chunk_rows,
             device,
             random_state,
