@@ -505,8 +505,8 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     Parameters
     ----------
     model : shipped checkpoint name or path (default: the shipped "tabular-clf").
-    n_estimators : ensemble members; they differ in feature order, class-label permutation and
-        input transform (none / quantile / power; members 4..7, 12..15, ... replace the columns
+    n_estimators : ensemble members; they differ in feature order, class-label permutation,
+        columns and input transform, as the class's ``SCHEDULE`` says (some replace the columns
         with 3..30 distinct values by their cross-fitted target encodings, the shares of each
         class per value). 1 is exact and deterministic. With k classes, more than the model's
         head (10), each member makes 2 random partitions of the classes into ceil(k / 10)
