@@ -337,10 +337,14 @@ def _begin_task(
     section["not_available"].update(missing)
     section["left_out"].update(left_out)
     if variants_run and section.get("pfn_fingerprint") != fingerprint:
-        for entry in section["tables"].values():
-            for per_cap in entry["caps"].values():
-                for name in VARIANTS:
-                    per_cap.pop(name, None)
+        dropped = sum(
+            per_cap.pop(name, None) is not None
+            for entry in section["tables"].values()
+            for per_cap in entry["caps"].values()
+            for name in VARIANTS
+        )
+        if dropped:
+            print(f"{task}: the PFN's weights or inference code changed; its {dropped} earlier figures are redone")
         section.update(model=model, weights_sha256=weights, pfn_fingerprint=fingerprint)
 
 

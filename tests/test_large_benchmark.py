@@ -143,3 +143,15 @@ def _figures(args):
     train = args[4]
     scores = {"roc_auc": 0.8, "accuracy": 0.7, "log_loss": 0.5, "r2": 0.6, "rmse": 1.0, "crps": 0.4}
     return {**scores, "train_rows": len(train), **dict.fromkeys(large.COSTS, 1.0)}
+
+
+def test_new_pfn_code_redoes_the_variants_figures_only(capsys):
+    result = {"tasks": {}}
+    begin = dict(task="regression", model="m", weights="w", variants_run=True, missing={}, checked=[], left_out={})
+    large._begin_task(result, fingerprint="old", **begin)
+    result["tasks"]["regression"]["tables"]["t"] = {"caps": {"1000": {"PFN": [{}], "LightGBM": [{}]}}}
+    large._begin_task(result, fingerprint="old", **begin)
+    assert capsys.readouterr().out == ""
+    large._begin_task(result, fingerprint="new", **begin)
+    assert set(result["tasks"]["regression"]["tables"]["t"]["caps"]["1000"]) == {"LightGBM"}
+    assert "its 1 earlier figures are redone" in capsys.readouterr().out
