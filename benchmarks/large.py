@@ -261,13 +261,14 @@ def run(
         if quick:
             data = Path(synthetic)
             quick_tables(data)
-        for task in tasks_in(Path(data)):
-            tables, left_out = usable(load_tables(Path(data), task), test_rows)
-            if not tables:
-                raise DataLayoutError(
-                    f"{Path(data) / task}: no table has the {2 * test_rows} rows the benchmark needs "
-                    f"({test_rows} test rows and as many for training); rows: {left_out}"
-                )
+        found = {task: usable(load_tables(Path(data), task), test_rows) for task in tasks_in(Path(data))}
+        if not any(tables for tables, _ in found.values()):
+            rows = {name: n for _, left_out in found.values() for name, n in left_out.items()}
+            raise DataLayoutError(
+                f"{data}: no table has the {2 * test_rows} rows the benchmark needs ({test_rows} test rows "
+                f"and as many for training); rows: {rows}"
+            )
+        for task, (tables, left_out) in found.items():
             missing = unavailable(task, models[task], chosen)
             for name, reason in missing.items():
                 print(f"{task}: {name} not available, recorded as such ({reason})", flush=True)

@@ -155,3 +155,18 @@ def test_new_pfn_code_redoes_the_variants_figures_only(capsys):
     large._begin_task(result, fingerprint="new", **begin)
     assert set(result["tasks"]["regression"]["tables"]["t"]["caps"]["1000"]) == {"LightGBM"}
     assert "its 1 earlier figures are redone" in capsys.readouterr().out
+
+
+def test_a_task_without_a_table_large_enough_is_left_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(large, "in_fresh_process", lambda *args: _figures(args))
+    data = tmp_path / "data"
+    for task, n in (("classification", 100), ("regression", 4000)):
+        (data / task).mkdir(parents=True)
+        x = np.arange(n, dtype=float)
+        target = np.where(x % 2 == 0, "a", "b") if task == "classification" else x
+        pd.DataFrame({"x": x, "y": target}).to_csv(data / task / f"{task[:3]}.csv", index=False)
+    result = large.run(tmp_path / "out", data=data, caps=[1000, 5000], learner_names=["LightGBM"])
+    assert result["tasks"]["classification"]["left_out"] == {"cla": 100}
+    assert result["summary"]["classification"]["caps"] == {}
+    by_cap = result["summary"]["regression"]["caps"]
+    assert (by_cap["1000"]["tables_at_cap"], by_cap["5000"]["tables_at_cap"]) == (1, 0)  # 2,000 train rows
