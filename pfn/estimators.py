@@ -153,6 +153,8 @@ class _PFNBase(BaseEstimator):
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
         context: str = "subsample",
+        fine_tune: bool | int = False,
+        fine_tune_seconds: float | None = None,
         chunk_rows: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
@@ -166,6 +168,8 @@ class _PFNBase(BaseEstimator):
         self.categorical_features = categorical_features
         self.max_train_rows = max_train_rows
         self.context = context
+        self.fine_tune = fine_tune
+        self.fine_tune_seconds = fine_tune_seconds
         self.chunk_rows = chunk_rows
         self.device = device
         self.random_state = random_state
@@ -189,6 +193,8 @@ class _PFNBase(BaseEstimator):
         "categorical_features": [StrOptions({"auto"}), list],
         "max_train_rows": [Interval(Integral, 1, None, closed="left")],
         "context": [StrOptions({"subsample", "retrieval"})],
+        "fine_tune": ["boolean", Interval(Integral, 1, None, closed="left")],
+        "fine_tune_seconds": [Interval(Real, 0, None, closed="neither"), None],
         "chunk_rows": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), Hidden(StrOptions({"deprecated"}))],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
@@ -269,6 +275,7 @@ class _PFNBase(BaseEstimator):
         selection = self._selection(x, y, stratify)
         self.features_, self.wide_features_, self.selection_scores_ = selection.best, selection.wide, selection.scores
         rng = check_random_state(self.random_state)
+        self.fine_tune_report_ = self._fine_tuned(x, y, int(rng.randint(2**31))) if self.fine_tune else None
         plans = [self._plan(i, len(x), stratify, rng) for i in range(self.n_estimators)]
         transforms = [self._fit_transform(plan, x[plan.rows]) for plan in plans]
         weights = self._member_weights(plans, transforms, x, y, stratify)  # [M]
@@ -283,6 +290,25 @@ class _PFNBase(BaseEstimator):
         """The encoded targets [n] the members are fitted on (class ids or standardised floats),
         from the targets [n] that fit passed on (the model is loaded)."""
         raise NotImplementedError
+
+    def _fine_tuned(self, x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+        """Tune ``pfn_`` on the train rows x [n, f] (the selected columns) with encoded targets
+        y [n] (see pfn.finetune); returns its report."""
+        from pfn.finetune import FineTuneConfig, FineTuneWarning, fine_tune
+
+        if self._task == "classification" and len(self.classes_) > self.pfn_.config.n_outputs:
+            warnings.warn(
+                f"fine-tuning skipped: {len(self.classes_)} classes are more than the model's head "
+                f"({self.pfn_.config.n_outputs}); the model is used as it is",
+                FineTuneWarning,
+                stacklevel=4,
+            )
+            return {"steps": 0, "stopped": "too many classes"}
+        steps = FineTuneConfig.steps if self.fine_tune is True else int(self.fine_tune)
+        config = FineTuneConfig(steps=steps, seconds=self.fine_tune_seconds, context_rows=self.max_train_rows)
+        columns = self.features_[: self.pfn_.config.n_features]
+        self.pfn_, report = fine_tune(self.pfn_, x[:, columns].astype(np.float32), y, config, seed)
+        return report
 
     def _validation_rows(self, n: int, stratify: np.ndarray | None) -> np.ndarray:
         """The train rows that in-context validation uses: all, or a fixed-seed subsample of
@@ -537,10 +563,16 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         its groups' passes share them).
     context : how a table with more train rows than ``max_train_rows`` is seen. "subsample":
         each member sees a stratified random subsample of them. "retrieval": each member keeps
-        them all, and each group of at most 64 nearby test rows gets its own context: half a
-        random sample of the train rows (fixed per member), half the train rows nearest to the
-        group (per class, by the classes' shares); see pfn.retrieval. Slower to predict (one
-        context per group and member), it uses every row.
+        them all, cut into k-means cells, and a test row is predicted from its cell's context:
+        half a random sample of the train rows (fixed per member), half the train rows nearest
+        the cell's centre (per class, by the classes' shares); see pfn.retrieval. Slower to
+        predict (a context per cell the test rows fall in), it uses every row.
+    fine_tune : False, or gradient steps on the train rows before predicting (True: 100): random
+        context/query splits of them with the model's own loss, stopped early on a held-out
+        fifth, and kept only if they lower its loss (see pfn.finetune; the tuned weights live in
+        the fitted estimator, ``fine_tune_report_`` says what happened).
+    fine_tune_seconds : a wall-time budget for fine-tuning (None: none); tuning that runs out of
+        it stops with a warning and keeps its best weights.
     chunk_rows : test rows per forward pass; memory is bounded by it.
     device : "auto" (CUDA when available), "cpu" or "cuda".
     random_state : seeds the members' permutations, subsamples and transforms.
@@ -571,6 +603,8 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         categorical_features: str | list[int | str] = "auto",
         max_train_rows: int = 1024,
         context: str = "subsample",
+        fine_tune: bool | int = False,
+        fine_tune_seconds: float | None = None,
         chunk_rows: int = 1024,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
@@ -585,6 +619,8 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
             categorical_features,
             max_train_rows,
             context,
+            fine_tune,
+            fine_tune_seconds,
             chunk_rows,
             device,
             random_state,

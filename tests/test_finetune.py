@@ -1,0 +1,66 @@
+"""Fine-tuning on the user's table (pfn.finetune and the estimators' fine_tune)."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification, make_regression
+from sklearn.utils._param_validation import InvalidParameterError
+
+from pfn import PFNClassifier, PFNRegressor, load
+from pfn.finetune import FineTuneConfig, FineTuneWarning, fine_tune
+
+
+def clf_rows(n=160, seed=0):
+    x, y = make_classification(n_samples=n, n_features=5, n_informative=3, random_state=seed)
+    return ((x - x.mean(0)) / x.std(0)).astype(np.float32), y
+
+
+def test_tuning_lowers_the_held_out_loss_or_keeps_the_model_untouched():
+    x, y = clf_rows()
+    shipped = load("tabular-clf")
+    before = {k: v.clone() for k, v in shipped.model.state_dict().items()}
+    tuned, report = fine_tune(shipped, x, y, FineTuneConfig(steps=6, lr=3e-4, eval_every=2), seed=0)
+    assert report["held_out_after"] <= report["held_out_before"] and report["steps"] <= 6
+    if report["kept"] == "tuned":
+        assert tuned is not shipped and any(not torch.equal(v, before[k]) for k, v in tuned.model.state_dict().items())
+    else:
+        assert tuned is shipped
+    assert all(torch.equal(v, before[k]) for k, v in shipped.model.state_dict().items())  # the original intact
+
+
+def test_a_table_too_small_to_split_falls_back_to_the_plain_model_with_a_warning():
+    x, y = clf_rows(30)
+    shipped = load("tabular-clf")
+    with pytest.warns(FineTuneWarning, match="30 train rows are too few to split"):
+        tuned, report = fine_tune(shipped, x, y, FineTuneConfig(steps=5), seed=0)
+    assert tuned is shipped and report["stopped"] == "too few rows"
+
+
+def test_a_time_budget_that_cannot_be_met_stops_early_and_says_so():
+    x, y = clf_rows()
+    clf = PFNClassifier(n_estimators=1, fine_tune=50, fine_tune_seconds=1e-6, random_state=0)
+    with pytest.warns(FineTuneWarning, match=r"stopped by its time budget \(1e-06 s\) after 0 of 50 steps"):
+        clf.fit(x, y)
+    assert clf.fine_tune_report_["stopped"] == "seconds"
+
+
+@pytest.mark.parametrize("Estimator", [PFNClassifier, PFNRegressor])
+def test_a_tuned_estimator_pickles_and_predicts_the_same(Estimator):
+    if Estimator is PFNClassifier:
+        x, y = clf_rows()
+    else:
+        x, y = make_regression(n_samples=160, n_features=4, noise=3.0, random_state=0)
+    est = Estimator(n_estimators=1, fine_tune=4, random_state=0).fit(x[:120], y[:120])
+    assert est.fine_tune_report_["steps"] >= 1
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).predict(x[120:]), est.predict(x[120:]))
+    assert PFNClassifier().fine_tune is False and est.get_params()["fine_tune"] == 4
+
+
+def test_fine_tune_parameters_are_checked():
+    x, y = clf_rows()
+    with pytest.raises(InvalidParameterError, match="'fine_tune' parameter"):
+        PFNClassifier(fine_tune=0).fit(x, y)
+    with pytest.raises(InvalidParameterError, match="'fine_tune_seconds' parameter"):
+        PFNClassifier(fine_tune=True, fine_tune_seconds=-1.0).fit(x, y)
