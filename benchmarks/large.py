@@ -11,13 +11,13 @@ cap above a table's rows repeats its largest train set (the figures are copied, 
 Every learner runs with its default settings; the PFN variants are the estimators with the
 parameters of :data:`VARIANTS`. A variant whose parameters the installed estimator rejects
 (TypeError or scikit-learn's InvalidParameterError) is recorded as not available. Scores:
-classification ROC AUC (one-vs-rest macro average), accuracy, log loss; regression R², RMSE and
-CRPS in units of the train targets' standard deviation (the PFN's from its predictive
-distribution; a point prediction's CRPS is its absolute error). Costs: fit and predict seconds,
-wall and process CPU (all threads), and memory: every fit + predict runs in a fresh process
-forked from a server that has imported the benchmark (``multiprocessing`` forkserver), which
-reports its peak resident memory (``peak_rss_mb``, ``getrusage``'s ``ru_maxrss``) and how much
-that peak rose during fit + predict (``rss_increase_mb``).
+classification ROC AUC (one-vs-rest macro average), accuracy, log loss; regression R², RMSE over
+the test targets' standard deviation (nrmse) and CRPS in units of the train targets' standard
+deviation (the PFN's from its predictive distribution; a point prediction's CRPS is its absolute
+error). Costs: fit and predict seconds, wall and process CPU (all threads), and memory: every
+fit + predict runs in a fresh process forked from a server that has imported the benchmark
+(``multiprocessing`` forkserver), which reports its peak resident memory (``peak_rss_mb``,
+``getrusage``'s ``ru_maxrss``) and how much that peak rose during fit + predict (``rss_increase_mb``).
 
 Writes ``large.json`` (every figure; runs with other ``--learners`` or caps add to it and an
 interrupted run continues, see :func:`run`), ``large.md`` (the report) and a plot per task.
@@ -80,7 +80,7 @@ GAIN_CAPS = (1000, 10000)  # the PFN's gain between these caps is compared with 
 MEMORY_TARGET_MB = 4096
 QUICK = {"caps": (200, 400), "test_rows": 500, "rows": 1000, "learners": ("PFN", "LightGBM")}
 MAIN_METRIC = {"classification": "roc_auc", "regression": "r2"}
-METRICS = {"classification": ("roc_auc", "accuracy", "log_loss"), "regression": ("r2", "rmse", "crps")}
+METRICS = {"classification": ("roc_auc", "accuracy", "log_loss"), "regression": ("r2", "nrmse", "crps")}
 COSTS = ("fit_s", "predict_s", "fit_cpu_s", "predict_cpu_s", "peak_rss_mb", "rss_increase_mb")
 
 
@@ -406,6 +406,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             by_cap[str(cap)] = {
                 "tables": sorted(complete),
                 "tables_at_cap": sum(v[names[0]]["train_rows"] == cap for v in complete.values()),
+                "mean_train_rows": float(np.mean([v[names[0]]["train_rows"] for v in complete.values()])),
                 "learners": {
                     n: {
                         **{k: float(np.mean([v[n][k] for v in complete.values()])) for k in (*METRICS[task], *COSTS)},
@@ -513,7 +514,11 @@ def report(result: dict[str, Any]) -> str:
         metrics = METRICS[task]
         lines += [f"## {task}", ""]
         for cap, s in summary["caps"].items():
-            lines += [f"Cap {cap} ({s['tables_at_cap']} of {len(s['tables'])} tables have that many train rows):", ""]
+            lines += [
+                f"Cap {cap}: {len(s['tables'])} tables, {s['mean_train_rows']:,.0f} train rows on average "
+                f"({s['tables_at_cap']} tables have {int(cap):,}):",
+                "",
+            ]
             lines.append("| learner | " + " | ".join(metrics) + " | fit s | predict s | CPU s | peak MB |")
             lines.append("|---|" + "---:|" * (len(metrics) + 4))
             for n, v in s["learners"].items():

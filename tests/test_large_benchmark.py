@@ -141,7 +141,7 @@ def test_results_of_another_setting_are_not_mixed(tmp_path, monkeypatch):
 def _figures(args):
     """Stand-in figures of a fit + predict (the arguments of large.measure)."""
     train = args[4]
-    scores = {"roc_auc": 0.8, "accuracy": 0.7, "log_loss": 0.5, "r2": 0.6, "rmse": 1.0, "crps": 0.4}
+    scores = {"roc_auc": 0.8, "accuracy": 0.7, "log_loss": 0.5, "r2": 0.6, "nrmse": 0.5, "crps": 0.4}
     return {**scores, "train_rows": len(train), **dict.fromkeys(large.COSTS, 1.0)}
 
 
