@@ -135,13 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="checkpoint name or path (default: the benchmark's shipped model)")
     b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--update-card", action="store_true", help="record the figures in the checkpoint's card")
-    b.add_argument("--data", help="tabular: folder with classification/ and regression/ CSV files")
-    b.add_argument("--caps", type=int, nargs="+", help="tabular: caps on the train rows (default 100 500 1000)")
+    b.add_argument("--data", help="tabular, large: folder with classification/ and regression/ CSV files")
     b.add_argument(
-        "--repeats", type=int, help="tabular: train/test splits per table (default 5); bo: seeds (default 10)"
+        "--caps",
+        type=int,
+        nargs="+",
+        help="tabular, large: caps on the train rows (default 100 500 1000; large: 1000 5000 10000 50000)",
     )
     b.add_argument(
-        "--learners", nargs="+", help="tabular, bo: run only these learners (optimisers), merged into --out's results"
+        "--repeats",
+        type=int,
+        help="tabular, large: train/test splits per table (default 5; large: 1); bo: seeds (default 10)",
+    )
+    b.add_argument(
+        "--learners",
+        nargs="+",
+        help="tabular, large, bo: run only these learners (optimisers), merged into --out's results",
     )
     b.add_argument("--docs", help="tabular: splice the report into this Markdown file (between markers)")
     b.add_argument("--config", help="recipe: the base run config of the ladder (default configs/gp.toml)")
