@@ -170,3 +170,27 @@ def test_a_task_without_a_table_large_enough_is_left_out(tmp_path, monkeypatch):
     assert result["summary"]["classification"]["caps"] == {}
     by_cap = result["summary"]["regression"]["caps"]
     assert (by_cap["1000"]["tables_at_cap"], by_cap["5000"]["tables_at_cap"]) == (1, 0)  # 2,000 train rows
+
+
+def test_gains_and_targets_compare_the_pfn_with_lightgbm_and_catboost(tmp_path, monkeypatch):
+    def figures(*args):
+        name, rows = args[1], len(args[4])
+        r2 = {"PFN": 0.55, "LightGBM": 0.5 + rows / 100_000, "CatBoost": 0.5}[name]
+        seconds = {"PFN": 1.0, "LightGBM": 0.1, "CatBoost": 2.0}[name]
+        return {**_figures(args), "r2": r2, "fit_s": seconds, "peak_rss_mb": 5000.0 if name == "CatBoost" else 500.0}
+
+    monkeypatch.setattr(large, "in_fresh_process", figures)
+    data = tmp_path / "data" / "regression"
+    data.mkdir(parents=True)
+    pd.DataFrame({"x": np.arange(4000.0), "y": np.arange(4000.0)}).to_csv(data / "t.csv", index=False)
+    learners = ["PFN", "LightGBM", "CatBoost"]
+    summary = large.run(tmp_path / "out", data=data.parent, caps=[1000, 2000], learner_names=learners)["summary"]
+    gains = summary["regression"]["gains"]
+    assert (gains["from"], gains["to"], gains["tables"]) == (1000, 2000, ["t"])
+    assert gains["learners"]["PFN"] == 0 and gains["learners"]["LightGBM"] == pytest.approx(0.01)
+    assert summary["regression"]["targets"]["PFN"] == {
+        "score_at_least_lightgbm": True,
+        "gain_at_least_lightgbm": False,
+        "time_at_most_catboost": True,
+        "memory_under_target": True,
+    }
