@@ -312,10 +312,10 @@ def _run_table(
             else:
                 scores = [in_fresh_process(table, name, model, threads, order[:rows], test) for order, test in splits]
             _update(path, settings, partial(_store, table=table, cap=cap, name=name, scores=scores))
-        done = _read(path)["tasks"][table.task]["tables"][table.name]["caps"][str(cap)]
+        done = _read(path)["tasks"][table.task]["tables"].get(table.name, {"caps": {}})["caps"].get(str(cap), {})
         metric = MAIN_METRIC[table.task]
         line = ", ".join(f"{n} {np.mean([s[metric] for s in runs]):.3f}" for n, runs in done.items())
-        print(f"{table.task} {table.name} {rows} train rows (cap {cap}): {line}", flush=True)
+        print(f"{table.task} {table.name} {rows} train rows (cap {cap}): {line or 'no learner to run'}", flush=True)
 
 
 def _begin_task(

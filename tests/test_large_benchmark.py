@@ -77,6 +77,8 @@ def test_a_variant_the_estimator_rejects_is_recorded_as_not_available(tmp_path, 
             "PFN-finetune" not in per for t in result["tasks"][task]["tables"].values() for per in t["caps"].values()
         )
     assert "PFN-finetune: not available" in (tmp_path / "large.md").read_text()
+    large.run(tmp_path, quick=True, learner_names=["PFN-finetune"])  # nothing to run: the record stays
+    assert "PFN-finetune" in json.loads((tmp_path / "large.json").read_text())["summary"]["regression"]["not_available"]
 
 
 def test_a_variant_that_becomes_available_is_no_longer_listed_as_missing():
