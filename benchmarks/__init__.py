@@ -10,6 +10,7 @@ from typing import Any
 REGISTRY: dict[str, str] = {
     "bnn": "benchmarks.bnn_posterior:run",
     "bo": "benchmarks.bo:run",
+    "curves": "benchmarks.curves:run",
     "function-classes": "benchmarks.function_classes:run",
     "gp": "benchmarks.gp_posterior:run",
     "gp-hyper": "benchmarks.gp_hyper:run",

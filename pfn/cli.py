@@ -95,6 +95,7 @@ BENCH_OPTIONS = {
     "config": "config",
     "arms": "arms",
     "budget": "budget_minutes",
+    "split": "split",
 }
 
 
@@ -135,7 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="checkpoint name or path (default: the benchmark's shipped model)")
     b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--update-card", action="store_true", help="record the figures in the checkpoint's card")
-    b.add_argument("--data", help="tabular, large: folder with classification/ and regression/ CSV files")
+    b.add_argument(
+        "--data",
+        help="tabular, large: folder with classification/ and regression/ CSV files; curves: LCDB's accuracy CSV",
+    )
+    b.add_argument(
+        "--split", choices=["odd", "even"], help="curves: LCDB datasets with odd (default) or even (held-out) ids"
+    )
     b.add_argument(
         "--caps",
         type=int,
