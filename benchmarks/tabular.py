@@ -50,7 +50,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from benchmarks.common import environment, pyplot, record_quality, splice_section
-from pfn import estimators, heads, inference, preprocessing, selection
+from pfn import estimators, finetune, heads, inference, preprocessing, retrieval, selection
 from pfn import model as transformer
 from pfn.checkpoint import read_card, resolve, write_json
 from pfn.config import ConfigError
@@ -72,7 +72,7 @@ METRICS = {
 # classifier) are not run at larger caps
 MAX_ROWS = {"GP": 500}
 MAIN_METRIC = {"classification": "roc_auc", "regression": "r2"}
-INFERENCE_MODULES = (estimators, heads, inference, preprocessing, selection, transformer)
+INFERENCE_MODULES = (estimators, finetune, heads, inference, preprocessing, retrieval, selection, transformer)
 
 
 class DataLayoutError(ConfigError):
