@@ -248,7 +248,7 @@ class LearningCurvePrior(Prior):
         y0, c = start_and_asymptote(rng.uniform(size=(n, 2)))
         names = [self.families[i] for i in rng.integers(len(self.families), size=n)]
         y = np.empty((n, n_rows))
-        for family in set(names):
+        for family in sorted(set(names)):  # a fixed order: the draws must not depend on string hashing
             rows = np.array([name == family for name in names])
             u = rng.uniform(size=(int(rows.sum()), FAMILY_DIMS[family]))
             params = family_parameters(family, x0[rows], x_max[rows], y0[rows], c[rows], u)

@@ -3,6 +3,9 @@ curves benchmark's pieces."""
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -216,3 +219,17 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     assert set(saved["lcdb"]["cuts"]) == {"1/16", "1/8", "1/4"}
     assert np.isfinite(saved["prior"]["nll"]["PFN"]) and saved["prior"]["speedup_over_mcmc"] > 1
     assert (tmp_path / "curves_lcdb.png").is_file()
+
+
+def test_prior_draws_do_not_depend_on_the_process():
+    code = (
+        "import numpy as np; from priors.curves import LearningCurvePrior; "
+        "print(LearningCurvePrior().curves(64, 32, np.random.default_rng(5))[2].sum().hex())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1 and outputs != {""}
