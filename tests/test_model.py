@@ -20,9 +20,7 @@ VARIANTS = {
 def make_model(task="regression", n_outputs=20, **options):
     torch.manual_seed(0)
     model = PFNTransformer(
-        ModelConfig(
-            task=task, n_features=4, n_outputs=n_outputs, d_model=32, n_layers=3, n_heads=4, d_ff=64, **options
-        )
+        ModelConfig(task=task, n_features=4, n_outputs=n_outputs, d_model=32, n_layers=3, n_heads=4, d_ff=64, **options)
     )
     for p in model.parameters():  # blocks start as the identity; make every path matter
         torch.nn.init.normal_(p, std=0.2)
@@ -168,8 +166,11 @@ def test_rms_norm_is_used_where_configured():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"norm": "batch"}, "norm must be 'layer' or 'rms'"), ({"thinking_rows": -1}, "thinking_rows must be >= 0"),
-     ({"residual_decay": 0.0}, "residual_decay must be in")],
+    [
+        ({"norm": "batch"}, "norm must be 'layer' or 'rms'"),
+        ({"thinking_rows": -1}, "thinking_rows must be >= 0"),
+        ({"residual_decay": 0.0}, "residual_decay must be in"),
+    ],
 )
 def test_config_rejects_bad_options(options, message):
     with pytest.raises(ValueError, match=message):

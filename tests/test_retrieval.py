@@ -31,9 +31,10 @@ def test_each_context_holds_the_random_half_and_the_nearest_rows_by_class_share(
         near = context[128:]
         counts = np.bincount(y[near], minlength=3)
         assert np.all(counts >= 1) and np.abs(counts - 128 * shares).max() <= 1
-        assert np.linalg.norm(x[near] - xq[rows].mean(0), axis=1).mean() < np.linalg.norm(
-            x[random_half] - xq[rows].mean(0), axis=1
-        ).mean()
+        assert (
+            np.linalg.norm(x[near] - xq[rows].mean(0), axis=1).mean()
+            < np.linalg.norm(x[random_half] - xq[rows].mean(0), axis=1).mean()
+        )
 
 
 def test_a_rows_context_does_not_depend_on_the_rows_it_is_predicted_with():
