@@ -290,6 +290,7 @@ def test_replace_train_helper_keeps_other_sections():
 
 
 def test_training_curves_are_plotted_from_the_card(tmp_path):
+    pytest.importorskip("matplotlib")  # the bench extra
     from benchmarks.training_curves import run as plot_curves
 
     train(tiny_config("classification"), tmp_path / "run", progress=False)
@@ -301,6 +302,7 @@ def test_training_curves_are_plotted_from_the_card(tmp_path):
 
 
 def test_training_curves_of_a_staged_model_continue_on_one_axis(tmp_path):
+    pytest.importorskip("matplotlib")  # the bench extra
     from benchmarks.training_curves import run as plot_curves
     from benchmarks.training_curves import stage_labels
 
