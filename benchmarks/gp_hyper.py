@@ -128,7 +128,7 @@ def evaluate(
     """Mean NLL and seconds per dataset of PFN, MLE-II and NUTS at each n_train (``progress``:
     a progress bar of NUTS per n_train)."""
     batch = prior.sample(n_datasets, max(grid) + N_TEST, model.config.n_features, torch.Generator().manual_seed(SEED))
-    x, y, d = batch.x, batch.y, batch.n_features
+    x, y, d = batch.x, batch.y, batch.used_features
     x_test, y_test = x[:, -N_TEST:], y[:, -N_TEST:]
     nll: dict[str, list[float]] = {"pfn": [], "mle_gp": [], "nuts_gp": []}
     seconds: dict[str, list[float]] = {"pfn": [], "mle_gp": [], "nuts_gp": []}
@@ -145,7 +145,7 @@ def evaluate(
         nll["pfn"].append(pfn_nll(model, x_train, y_train, x_test, y_test, d).mean().item())
         seconds["pfn"].append((time.perf_counter() - start) / n_datasets)
         with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
-            pits["PFN"].append(model.predict(x_train, y_train, x_test, n_features=d).cdf(y_test).reshape(-1))
+            pits["PFN"].append(model.predict(x_train, y_train, x_test, used_features=d).cdf(y_test).reshape(-1))
         flops.append(counter.get_total_flops() / n_datasets)
 
         start = time.perf_counter()

@@ -80,7 +80,7 @@ def fit_mle(x: Tensor, y: Tensor, kernel: str, iterations: int) -> dict[str, Ten
 def pfn_nll(model: PFN, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, d: Tensor) -> Tensor:
     """Per-dataset mean NLL [B] of the PFN, all datasets in one forward pass (d [B]: each one's
     used feature count; the prior pads the rest with zeros)."""
-    return model.predict(x_train, y_train, x_test, n_features=d).nll(y_test).mean(1)
+    return model.predict(x_train, y_train, x_test, used_features=d).nll(y_test).mean(1)
 
 
 def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...], mle_iterations: int) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...],
     generator = torch.Generator().manual_seed(SEED)
     n_features = model.config.n_features
     batch = prior.sample(n_datasets, max(grid) + N_TEST, n_features, generator)
-    x, y, d = batch.x, batch.y, batch.n_features
+    x, y, d = batch.x, batch.y, batch.used_features
     x_test, y_test = x[:, -N_TEST:], y[:, -N_TEST:]
     rows: dict[str, list[float]] = {"pfn": [], "exact_gp": [], "mle_gp": []}
     times: dict[str, list[float]] = {"pfn": [], "exact_gp": [], "mle_gp": []}

@@ -163,7 +163,7 @@ def heldout_loss(model: PFN, config: RunConfig, n_steps: int) -> float:
     with torch.no_grad():
         for k in range(n_steps):
             batch, n_train = draw_step(held, horizon - 1 - k, range(config.train.batch_size))
-            out = model.model(batch.x, batch.y[:, :n_train], batch.n_features)
+            out = model.model(batch.x, batch.y[:, :n_train], batch.used_features)
             losses.append(loss_fn(config, out.float(), batch.y[:, n_train:], borders, model.tail_scales).item())
     return float(np.mean(losses))
 
@@ -175,7 +175,7 @@ def gp_gap(model: PFN, config: RunConfig, n_datasets: int) -> dict[str, Any]:
     prior = config.prior
     generator = torch.Generator().manual_seed(seed_for(HELDOUT_SEED, 1))
     batch = prior.sample(n_datasets, max(GP_GRID) + GP_TEST_ROWS, config.model.n_features, generator)
-    x, y, d = batch.x, batch.y, batch.n_features
+    x, y, d = batch.x, batch.y, batch.used_features
     x_test, y_test = x[:, -GP_TEST_ROWS:], y[:, -GP_TEST_ROWS:]
     gaps = []
     for n in GP_GRID:

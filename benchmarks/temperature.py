@@ -44,7 +44,7 @@ def prior_datasets(card: dict[str, Any], count: int) -> list[tuple[np.ndarray, n
         rows = ROWS[len(out) % len(ROWS)]
         batch = prior.sample(1, rows, n_features, torch.Generator().manual_seed(seed_for(seed, SEED_STREAM, index)))
         index += 1
-        x = batch.x[0, :, : int(batch.n_features[0])].numpy()  # [N, f]
+        x = batch.x[0, :, : int(batch.used_features[0])].numpy()  # [N, f]
         y = batch.y[0].numpy()  # [N]
         cut = 2 * rows // 3
         if len(np.unique(y[:cut])) >= 2 and set(np.unique(y[cut:])) <= set(np.unique(y[:cut])):

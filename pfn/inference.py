@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,12 +70,12 @@ class PFN:
         return cls(model, card, borders, tail_scales)
 
     def prepare(
-        self, x_train: Any, y_train: Any, x_test: Any, n_features: Any = None
+        self, x_train: Any, y_train: Any, x_test: Any, used_features: Any = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
         """Validate and batch inputs: x_train [B, n, F], y_train [B, n], x_test [B, m, F] (padded
-        to the model's feature count), n_features [B], and whether a batch dim was given.
-        ``n_features`` [B] (batched inputs only): each dataset's used (leading) columns, the rest
-        being zeros, so datasets of different widths share one forward pass. The tensors are
+        to the model's feature count), used_features [B], and whether a batch dim was given.
+        ``used_features`` [B] (batched inputs only): each dataset's used (leading) columns, the
+        rest being zeros, so datasets of different widths share one forward pass. The tensors are
         float32, or float64 when some |value| exceeds FLOAT32_SAFE (see :meth:`predict`)."""
         xt = _as_float_tensor(x_train, "x_train")
         yt = _as_float_tensor(y_train, "y_train")
@@ -105,34 +106,34 @@ class PFN:
         if self.task == "classification":
             if bool((yt != yt.round()).any()) or bool((yt < 0).any()) or bool((yt >= self.config.n_outputs).any()):
                 raise ValueError(f"y_train must hold class labels 0..{self.config.n_outputs - 1}")
-        used = self._used_features(n_features, xt, xq, batched)  # [B]
+        used = self._used_features(used_features, xt, xq, batched)  # [B]
         xt, padded = self.pad_features(xt)  # [B, n, F], [B]
         xq, _ = self.pad_features(xq)  # [B, m, F]
         return xt, yt, xq, padded if used is None else used, batched
 
     @staticmethod
-    def _used_features(n_features: Any, xt: Tensor, xq: Tensor, batched: bool) -> Tensor | None:
-        """``n_features`` checked against the batched inputs [B, ., d] (None when not given)."""
-        if n_features is None:
+    def _used_features(used_features: Any, xt: Tensor, xq: Tensor, batched: bool) -> Tensor | None:
+        """``used_features`` checked against the batched inputs [B, ., d] (None when not given)."""
+        if used_features is None:
             return None
         if not batched:
-            raise ValueError("n_features is for batched inputs [B, n, d]; leave it out for a single dataset")
-        used = torch.as_tensor(n_features)
+            raise ValueError("used_features is for batched inputs [B, n, d]; leave it out for a single dataset")
+        used = torch.as_tensor(used_features)
         if used.shape != (xt.shape[0],) or used.is_floating_point():
-            raise ValueError(f"n_features must be integers of shape [{xt.shape[0]}], got {tuple(used.shape)}")
+            raise ValueError(f"used_features must be integers of shape [{xt.shape[0]}], got {tuple(used.shape)}")
         d = xt.shape[2]
         if bool((used < 1).any()) or bool((used > d).any()):
-            raise ValueError(f"n_features must lie in 1..{d} (the inputs' column count), got {used.tolist()}")
+            raise ValueError(f"used_features must lie in 1..{d} (the inputs' column count), got {used.tolist()}")
         beyond = torch.arange(d) >= used[:, None]  # [B, d]
         if bool((xt * beyond[:, None]).any()) or bool((xq * beyond[:, None]).any()):
-            raise ValueError("columns beyond n_features must be zero padding; some hold values")
+            raise ValueError("columns beyond used_features must be zero padding; some hold values")
         return used.long()
 
     def pad_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Zero-pad x [B, r, d] to the model's feature count: x [B, r, F] and the used count [B]."""
         d = x.shape[-1]
-        n_features = torch.full((x.shape[0],), max(d, 1), dtype=torch.long)  # [B]
-        return torch.nn.functional.pad(x, (0, self.config.n_features - d)), n_features
+        used = torch.full((x.shape[0],), max(d, 1), dtype=torch.long)  # [B]
+        return torch.nn.functional.pad(x, (0, self.config.n_features - d)), used
 
     @contextmanager
     def inference(self) -> Iterator[None]:
@@ -142,36 +143,49 @@ class PFN:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             yield
 
-    def encode_train(self, x_train: Tensor, y_train: Tensor, n_features: Tensor) -> KVCache:
+    def encode_train(self, x_train: Tensor, y_train: Tensor, used: Tensor) -> KVCache:
         """The train rows' per-layer keys and values (see PFNTransformer.encode_train)."""
         device = self.device
         with self.inference():
-            return self.model.encode_train(x_train.to(device), y_train.to(device), n_features.to(device))
+            return self.model.encode_train(x_train.to(device), y_train.to(device), used.to(device))
 
-    def predict_test(self, cache: KVCache, x_test: Tensor, n_features: Tensor) -> Tensor:
+    def predict_test(self, cache: KVCache, x_test: Tensor, used: Tensor) -> Tensor:
         """fp32 outputs [B, m, K] for x_test [B, m, F] given ``cache`` from :meth:`encode_train`."""
         with self.inference():
-            out = self.model.predict_test(cache, x_test.to(self.device), n_features.to(self.device)).float()
+            out = self.model.predict_test(cache, x_test.to(self.device), used.to(self.device)).float()
         return _finite_outputs(out, x_test)
 
-    def predict(self, x_train: Any, y_train: Any, x_test: Any, n_features: Any = None) -> BarDistribution | Tensor:
+    def predict(
+        self, x_train: Any, y_train: Any, x_test: Any, used_features: Any = None, *, n_features: Any = None
+    ) -> BarDistribution | Tensor:
         """One forward pass. Regression: a BarDistribution over y_test [m] (or [B, m]);
         classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes.
-        ``n_features`` [B]: per-dataset column counts of zero-padded batched inputs (see prepare).
+        ``used_features`` [B]: per-dataset column counts of zero-padded batched inputs (see
+        prepare); ``n_features`` is its former name, deprecated.
 
         Inputs with some |value| above FLOAT32_SAFE (1e15) run through a float64 copy of the
         network (in float32 its first normalisation overflows from about 1e19 and is inexact
         before); above FLOAT64_SAFE (1e100) they are refused, as are NaN and infinite values."""
-        xt, yt, xq, n_features, batched = self.prepare(x_train, y_train, x_test, n_features)
+        if n_features is not None:
+            if used_features is not None:
+                raise TypeError("give used_features only; n_features is its deprecated former name")
+            warnings.warn(
+                "PFN.predict(n_features=...) is renamed used_features=...; "
+                "n_features will be removed in a future version",
+                FutureWarning,
+                stacklevel=2,
+            )
+            used_features = n_features
+        xt, yt, xq, used, batched = self.prepare(x_train, y_train, x_test, used_features)
         device = self.device
         rows = torch.cat([xt, xq], dim=1).to(device)  # [B, n + m, F], train rows first
         if rows.dtype == torch.float64:
             with torch.inference_mode():
                 model = copy.deepcopy(self.model).double()
-                out = model(rows, yt.to(device), n_features.to(device)).float()  # [B, m, K]
+                out = model(rows, yt.to(device), used.to(device)).float()  # [B, m, K]
         else:
             with self.inference():
-                out = self.model(rows, yt.to(device), n_features.to(device)).float()  # [B, m, K]
+                out = self.model(rows, yt.to(device), used.to(device)).float()  # [B, m, K]
         out = _finite_outputs(out if batched else out[0], rows, yt)
         if self.task == "classification":
             return out.softmax(-1)

@@ -32,7 +32,8 @@ class ModelConfig:
     """Architecture of a PFN.
 
     task: "regression" (bar-distribution head with n_outputs buckets) or "classification"
-        (n_outputs classes). n_features: the padded feature count the x-encoder takes.
+        (n_outputs classes). n_features: the most columns a dataset may have, the padded
+        width of every input (each dataset's own count of used columns is passed separately).
     norm: "layer" (LayerNorm) or "rms" (RMSNorm) in the blocks and before the decoder.
     thinking_rows: learned tokens that join the train rows in every layer (all rows attend to
         them, they attend to the train rows and each other): scratch space for the model.
@@ -224,23 +225,23 @@ class PFNTransformer(nn.Module):
         bumps = torch.exp(-0.5 * ((x[..., None] - centres) * (RBF_CENTRES / 6.0)) ** 2)
         return torch.cat([x[..., None], bumps], dim=-1)
 
-    def embed_x(self, x: Tensor, n_features: Tensor) -> tuple[Tensor, Tensor | None]:
-        """x [B, N, F] with zero padding beyond n_features [B] -> (tokens, columns).
+    def embed_x(self, x: Tensor, used: Tensor) -> tuple[Tensor, Tensor | None]:
+        """x [B, N, F] with zero padding beyond used [B] -> (tokens, columns).
 
-        "rows": tokens [B, N, D], columns None; features are rescaled by F / n_features so the
+        "rows": tokens [B, N, D], columns None; features are rescaled by F / used so the
         input scale does not depend on the used count. "cells": tokens [B, N, C + 1, D] for the
-        first C = max(n_features) columns and a target cell holding the "unknown" vector;
+        first C = max(used) columns and a target cell holding the "unknown" vector;
         columns [B, C + 1] marks the real ones (True) against padding."""
         if self.config.encoder == "rows":
-            scale = self.config.n_features / n_features.to(x.dtype).clamp_min(1)  # [B]
+            scale = self.config.n_features / used.to(x.dtype).clamp_min(1)  # [B]
             x = x * scale[:, None, None]
             if self.config.scalar_embedding == "linear":
                 return self.x_encoder(x), None
             return self.x_encoder(self._scalars(x).flatten(-2)), None
-        c = int(n_features.max())
+        c = int(used.max())
         cells = self.x_encoder(self._scalars(x[:, :, :c]))  # [B, N, C, D]
         unknown = self.unknown_y.to(cells.dtype).expand(*cells.shape[:2], 1, -1)  # [B, N, 1, D]
-        columns = torch.arange(c + 1, device=x.device) < n_features[:, None]  # [B, C + 1]
+        columns = torch.arange(c + 1, device=x.device) < used[:, None]  # [B, C + 1]
         columns[:, c] = True  # the target cell
         return torch.cat([cells, unknown], dim=2), columns
 
@@ -272,13 +273,13 @@ class PFNTransformer(nn.Module):
         decay = self.config.residual_decay
         return h if decay == 1.0 or layer == 0 else h * decay**layer
 
-    def forward(self, x: Tensor, y_train: Tensor, n_features: Tensor) -> Tensor:
-        """x [B, N, F] (train rows first), y_train [B, n], n_features [B] -> outputs for the
+    def forward(self, x: Tensor, y_train: Tensor, used: Tensor) -> Tensor:
+        """x [B, N, F] (train rows first), y_train [B, n], used [B] -> outputs for the
         test rows [B, N - n, n_outputs] (bucket logits or class logits)."""
         n_train = y_train.shape[1]
         if n_train < 1:
             raise ValueError("a PFN needs at least one train row")
-        h, columns = self.embed_x(x, n_features)  # [B, N, (C + 1,) D]
+        h, columns = self.embed_x(x, used)  # [B, N, (C + 1,) D]
         h_train = self._train_tokens(h[:, :n_train], y_train)  # [B, T + n, (C + 1,) D]
         h = torch.cat([h_train, h[:, n_train:]], dim=1)  # [B, T + N, (C + 1,) D]
         last = len(self.blocks) - 1
@@ -287,9 +288,9 @@ class PFNTransformer(nn.Module):
             h, _ = block(self._decayed(h, i), h_train.shape[1], test_only=i == last, columns=columns)
         return self._decode(h)  # [B, N - n, n_outputs]
 
-    def encode_train(self, x_train: Tensor, y_train: Tensor, n_features: Tensor) -> KVCache:
+    def encode_train(self, x_train: Tensor, y_train: Tensor, used: Tensor) -> KVCache:
         """The train rows' keys and values in every layer, to reuse for any test rows."""
-        h, columns = self.embed_x(x_train, n_features)
+        h, columns = self.embed_x(x_train, used)
         h = self._train_tokens(h, y_train)  # [B, T + n, (C + 1,) D]
         cache: KVCache = []
         for i, block in enumerate(self.blocks):
@@ -297,9 +298,9 @@ class PFNTransformer(nn.Module):
             cache.append(kv)
         return cache
 
-    def predict_test(self, cache: KVCache, x_test: Tensor, n_features: Tensor) -> Tensor:
+    def predict_test(self, cache: KVCache, x_test: Tensor, used: Tensor) -> Tensor:
         """Outputs [B, M, n_outputs] for x_test [B, M, F] given a cache from encode_train."""
-        h, columns = self.embed_x(x_test, n_features)  # [B, M, (C + 1,) D]
+        h, columns = self.embed_x(x_test, used)  # [B, M, (C + 1,) D]
         for i, (block, kv) in enumerate(zip(self.blocks, cache, strict=True)):
             h, _ = block(self._decayed(h, i), None, kv, columns=columns)
         return self._decode(h)

@@ -387,7 +387,7 @@ def draw_step(config: RunConfig, step: int, indices: range) -> tuple[Batch, int]
     batch = Batch(
         x=torch.cat([p.x for p in parts]),  # [b, N, F]
         y=torch.cat([p.y for p in parts]),  # [b, N]
-        n_features=torch.cat([p.n_features for p in parts]),  # [b]
+        used_features=torch.cat([p.used_features for p in parts]),  # [b]
     )
     return batch, n_train
 
@@ -527,7 +527,7 @@ def backward(
     total = 0.0
     for index in range(accumulation):
         part = slice(index * micro, (index + 1) * micro)
-        x, y, used = batch.x[part].to(device), batch.y[part].to(device), batch.n_features[part].to(device)
+        x, y, used = batch.x[part].to(device), batch.y[part].to(device), batch.used_features[part].to(device)
         sync = index == accumulation - 1 or not isinstance(net, DistributedDataParallel)
         with autocast, nullcontext() if sync else net.no_sync():
             out = net(x, y[:, :n_train], used)  # [b, N - n, K]

@@ -26,14 +26,14 @@ Task = Literal["regression", "classification"]
 class Batch:
     """A batch of datasets drawn from a prior.
 
-    x: [B, N, F] float32, features beyond ``n_features[b]`` are zero.
+    x: [B, N, F] float32, features beyond ``used_features[b]`` are zero.
     y: [B, N] float32 targets (regression) or int64 class labels (classification).
-    n_features: [B] int64, the number of used (leading) features of each dataset.
+    used_features: [B] int64, the number of used (leading) features of each dataset.
     """
 
     x: Tensor
     y: Tensor
-    n_features: Tensor
+    used_features: Tensor
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -236,11 +236,11 @@ class FunctionPrior(FeatureRangePrior):
             x = categorical_codes(latent, generator, self.max_levels)  # [B, N, F]
         x = x * feature_mask(used, n_features)[:, None, :]  # [B, N, F]
         y = self.targets(x, used, generator)  # [B, N]
-        return Batch(x=x.float(), y=y.float(), n_features=used)
+        return Batch(x=x.float(), y=y.float(), used_features=used)
 
     @abstractmethod
-    def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
-        """Targets [B, N] for inputs x [B, N, F] whose columns beyond n_features [B] are zero."""
+    def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
+        """Targets [B, N] for inputs x [B, N, F] whose columns beyond used [B] are zero."""
 
 
 def correlated_normal(batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Tensor:
@@ -286,9 +286,9 @@ def add_noise(y: Tensor, std: Tensor | float, generator: torch.Generator) -> Ten
     return y + std * torch.randn(y.shape, generator=generator, dtype=y.dtype)
 
 
-def feature_mask(n_features: Tensor, total: int) -> Tensor:
-    """[B, total] float mask, 1 for the first n_features[b] columns of each dataset."""
-    return (torch.arange(total)[None, :] < n_features[:, None]).float()
+def feature_mask(used: Tensor, total: int) -> Tensor:
+    """[B, total] float mask, 1 for the first used[b] columns of each dataset."""
+    return (torch.arange(total)[None, :] < used[:, None]).float()
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -349,7 +349,7 @@ class Mixture(Prior):
         return Batch(
             x=torch.cat([b.x for _, b in parts])[order],
             y=torch.cat([b.y for _, b in parts])[order],
-            n_features=torch.cat([b.n_features for _, b in parts])[order],
+            used_features=torch.cat([b.used_features for _, b in parts])[order],
         )
 
 
@@ -452,7 +452,7 @@ class Classification(Wrapper):
         thresholds = thresholds.masked_fill(unused, float("inf"))
         labels = (y[:, :, None] > thresholds[:, None, :]).sum(-1)  # [B, N] in 0..n_classes-1
         if self.prototype_fraction > 0:  # (no extra draws otherwise: earlier configs sample as before)
-            cells = _nearest_prototype(batch.x.double(), batch.n_features, y, n_classes, k_max, generator)
+            cells = _nearest_prototype(batch.x.double(), batch.used_features, y, n_classes, k_max, generator)
             use_cells = torch.rand(batch_size, 1, generator=generator) < self.prototype_fraction  # [B, 1]
             labels = torch.where(use_cells, cells, labels)
         # a random permutation of the first n_classes labels of each dataset
@@ -460,7 +460,7 @@ class Classification(Wrapper):
         keys = keys + (torch.arange(k_max)[None, :] >= n_classes[:, None]).float() * 2.0
         permutation = keys.argsort(dim=1)  # [B, K]; entries < n_classes come first
         labels = permutation.gather(1, labels)  # [B, N]
-        return Batch(x=batch.x, y=labels, n_features=batch.n_features)
+        return Batch(x=batch.x, y=labels, used_features=batch.used_features)
 
 
 def _nearest_prototype(
@@ -509,7 +509,7 @@ class IrrelevantFeatures(Wrapper):
             raise ValueError(f"max_ratio must be > 0, got {self.max_ratio}")
 
     def change(self, batch: Batch, generator: torch.Generator) -> Batch:
-        x, used = batch.x.clone(), batch.n_features.clone()  # [B, N, F], [B]
+        x, used = batch.x.clone(), batch.used_features.clone()  # [B, N, F], [B]
         batch_size, n_rows, n_features = x.shape
         add = torch.rand(batch_size, generator=generator) < self.probability  # [B]
         for b in add.nonzero().squeeze(1).tolist():
@@ -524,7 +524,7 @@ class IrrelevantFeatures(Wrapper):
             order = torch.randperm(f + k, generator=generator)  # [f + k]
             x[b, :, : f + k] = x[b, :, order]
             used[b] = f + k
-        return Batch(x=x, y=batch.y, n_features=used)
+        return Batch(x=x, y=batch.y, used_features=used)
 
 
 @dataclass(frozen=True)
@@ -569,7 +569,7 @@ class WarpedTargets(Wrapper):
                 lo, hi = z.min(), z.max()
                 z = lo + torch.round((z - lo) / (hi - lo).clamp_min(1e-12) * (levels - 1)) * (hi - lo) / (levels - 1)
             y[b] = sign * z
-        return Batch(x=batch.x, y=y.float(), n_features=batch.n_features)
+        return Batch(x=batch.x, y=y.float(), used_features=batch.used_features)
 
 
 @dataclass(frozen=True)
@@ -584,4 +584,4 @@ class Standardized(Wrapper):
         n_rows = y.shape[1]
         scale = y.std(dim=1, keepdim=True).nan_to_num(1.0).clamp_min(1e-6) if n_rows > 1 else torch.ones_like(y)
         y = (y - y.mean(dim=1, keepdim=True)) / scale  # [B, N]
-        return Batch(x=batch.x, y=y.float(), n_features=batch.n_features)
+        return Batch(x=batch.x, y=y.float(), used_features=batch.used_features)

@@ -49,7 +49,7 @@ class BNNPrior(FunctionPrior):
         if isinstance(self.dropout, (int, float)) and self.dropout >= 1:
             raise ValueError(f"dropout must be < 1, got {self.dropout}")
 
-    def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+    def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         batch, _, f = x.shape
         w_max = self.max_width
         depth = torch.randint(self.min_layers, self.max_layers + 1, (batch,), generator=generator)  # [B]
@@ -67,7 +67,7 @@ class BNNPrior(FunctionPrior):
             scale = weight_std / torch.sqrt(keep * fan_in.float().clamp_min(1)[:, None, None])  # [B, 1, 1]
             return h @ (w * scale)  # [B, N, out]
 
-        pre = layer(x, n_features, w_max) * units  # [B, N, W]
+        pre = layer(x, used, w_max) * units  # [B, N, W]
         last = torch.zeros_like(pre)  # [B, N, W], the last hidden layer's output
         for i in range(self.max_layers):
             a = torch.stack([torch.tanh(pre), torch.relu(pre), pre])  # [3, B, N, W]

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from priors.base import FunctionPrior, Hyper, add_noise, check_positive, draw
+from priors.base import FunctionPrior, Hyper, add_noise, check_positive, draw, feature_mask
 from priors.gp import JITTER, GPPrior
 
 
@@ -58,17 +58,17 @@ class BOGPPrior(FunctionPrior):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
-    def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+    def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         batch, _, f = x.shape
         x = x.double()
-        used = (torch.arange(f)[None, :] < n_features[:, None]).double()  # [B, F]
+        mask = feature_mask(used, f).double()  # [B, F]
         # Kumaraswamy warp of each used dimension (padded columns stay zero: 1 - (1 - 0)^b = 0)
         warp = (torch.rand(batch, 1, generator=generator) < self.warp_probability).double()  # [B, 1]
         log_ab = self.warp_spread * torch.randn(batch, 2, f, generator=generator, dtype=torch.float64)  # [B, 2, F]
         a, b = (1 + warp[:, :, None] * log_ab.expm1()).unbind(1)  # [B, F] each, 1 where not warped
         warped = 1 - (1 - x.clamp(0, 1) ** a[:, None, :]).clamp_min(0) ** b[:, None, :]  # [B, N, F]
         # ARD lengthscales, median growing as sqrt(d)
-        loc = math.log(self.lengthscale_median) + 0.5 * n_features.double().log()  # [B]
+        loc = math.log(self.lengthscale_median) + 0.5 * used.double().log()  # [B]
         log_ls = loc[:, None] + self.lengthscale_spread * torch.randn(
             batch, f, generator=generator, dtype=torch.float64
         )
@@ -83,7 +83,7 @@ class BOGPPrior(FunctionPrior):
         # a quadratic bowl around a random centre
         bowl = (torch.rand(batch, generator=generator) < self.bowl_probability).double()  # [B]
         centre = torch.rand(batch, 1, f, generator=generator, dtype=torch.float64)  # [B, 1, F]
-        weight = torch.rand(batch, 1, f, generator=generator, dtype=torch.float64) * used[:, None, :]  # [B, 1, F]
+        weight = torch.rand(batch, 1, f, generator=generator, dtype=torch.float64) * mask[:, None, :]  # [B, 1, F]
         depth = 2 * outputscale * torch.rand(batch, generator=generator, dtype=torch.float64) * bowl  # [B]
         y = y + depth[:, None] * (weight * (x - centre) ** 2).sum(-1)  # [B, N]
         return add_noise(y, draw(self.noise, batch, generator), generator)

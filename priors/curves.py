@@ -237,7 +237,7 @@ class LearningCurvePrior(Prior):
         x = torch.zeros(batch_size, n_rows, n_features)
         x[:, :, 0] = torch.as_tensor(t, dtype=torch.float32)
         return Batch(
-            x=x, y=torch.as_tensor(y, dtype=torch.float32), n_features=torch.ones(batch_size, dtype=torch.long)
+            x=x, y=torch.as_tensor(y, dtype=torch.float32), used_features=torch.ones(batch_size, dtype=torch.long)
         )
 
     def clean_curves(self, n: int, n_rows: int, rng: np.random.Generator) -> tuple[Array, Array, Array, list[str]]:

@@ -29,14 +29,14 @@ class NoisyFunction(FunctionPrior):
         super().__post_init__()
         check_positive("noise", self.noise, allow_zero=True)
 
-    def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
-        y = self.function(x, n_features, generator)  # [B, N]
+    def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
+        y = self.function(x, used, generator)  # [B, N]
         if isinstance(self.noise, (int, float)):
             return add_noise(y, self.noise, generator) if self.noise > 0 else y
         return add_noise(y, draw(self.noise, x.shape[0], generator).to(y.dtype), generator)  # std [B]
 
     @abstractmethod
-    def function(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+    def function(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         """The noise-free targets [B, N] of inputs x [B, N, F]."""
 
 
@@ -51,9 +51,9 @@ class LinearPrior(NoisyFunction):
         super().__post_init__()
         check_positive("weight_std", self.weight_std)
 
-    def function(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+    def function(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         w = self.weight_std * torch.randn(x.shape[0], x.shape[2], generator=generator)  # [B, F]
-        return torch.einsum("bnf,bf->bn", x, w * feature_mask(n_features, x.shape[2]))
+        return torch.einsum("bnf,bf->bn", x, w * feature_mask(used, x.shape[2]))
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ class SparseLinearPrior(NoisyFunction):
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
 
-    def function(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+    def function(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         batch, _, f = x.shape
-        mask = feature_mask(n_features, f)  # [B, F]
+        mask = feature_mask(used, f)  # [B, F]
         keys = torch.rand(batch, f, generator=generator) + (1 - mask) * 2  # used features first
         chosen = keys.argsort(dim=1)[:, : self.k]  # [B, k]
         support = torch.zeros(batch, f).scatter_(1, chosen, 1.0) * mask  # [B, F]
@@ -90,7 +90,7 @@ class ReLUNetPrior(NoisyFunction):
         if self.hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {self.hidden}")
 
-    def function(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+    def function(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         batch, _, f = x.shape
         w = torch.randn(batch, f, self.hidden, generator=generator)  # [B, F, H]
         a = torch.randn(batch, self.hidden, generator=generator)  # [B, H]
@@ -120,18 +120,18 @@ class TreePrior(NoisyFunction):
         if not 1 <= self.n_trees <= 256:
             raise ValueError(f"n_trees must be in 1..256, got {self.n_trees}")
 
-    def function(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
-        total = self._tree(x, n_features, generator)  # [B, N]
+    def function(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
+        total = self._tree(x, used, generator)  # [B, N]
         for _ in range(self.n_trees - 1):
-            total = total + self._tree(x, n_features, generator)
+            total = total + self._tree(x, used, generator)
         return total / math.sqrt(self.n_trees)
 
-    def _tree(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
+    def _tree(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         """One random tree's values [B, N] at inputs x [B, N, F]."""
         batch, n_rows, _ = x.shape
         n_internal = 2**self.depth - 1
         u = torch.rand(batch, n_internal, generator=generator)  # [B, I]
-        split_feature = (u * n_features[:, None]).long()  # [B, I], a used feature per node
+        split_feature = (u * used[:, None]).long()  # [B, I], a used feature per node
         if self.random_thresholds:
             if self.inputs != "uniform":
                 threshold = torch.randn(batch, n_internal, generator=generator)

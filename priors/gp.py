@@ -58,11 +58,11 @@ class GPPrior(FunctionPrior):
         k = kernel.forward(x1.double() / ls, x2.double() / ls)  # [B, N, M]
         return outputscale.double()[:, None, None] * k
 
-    def draw_hyperparameters(self, n_features: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    def draw_hyperparameters(self, used: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         """Per-dataset lengthscale [B] or [B, F_max], outputscale [B], noise [B] (float64)."""
-        batch = len(n_features)
+        batch = len(used)
         if self.ard:
-            f_max = int(n_features.max())
+            f_max = int(used.max())
             lengthscale = draw(self.lengthscale, batch * f_max, generator).view(batch, f_max)
         else:
             lengthscale = draw(self.lengthscale, batch, generator)
@@ -72,8 +72,8 @@ class GPPrior(FunctionPrior):
             "noise": draw(self.noise, batch, generator),
         }
 
-    def targets(self, x: Tensor, n_features: Tensor, generator: torch.Generator) -> Tensor:
-        hyper = self.draw_hyperparameters(n_features, generator)
+    def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
+        hyper = self.draw_hyperparameters(used, generator)
         lengthscale = hyper["lengthscale"]
         if lengthscale.ndim == 2:  # pad ARD lengthscales to F; padded columns are zero anyway
             lengthscale = torch.nn.functional.pad(lengthscale, (0, x.shape[-1] - lengthscale.shape[1]), value=1.0)

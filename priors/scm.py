@@ -155,7 +155,7 @@ class SCMPrior(FeatureRangePrior):
             x[b, :, : columns.shape[1]] = columns
             y[b] = target
             used[b] = columns.shape[1]
-        return Batch(x=x, y=y, n_features=used)
+        return Batch(x=x, y=y, used_features=used)
 
     def _one(self, param: Hyper, generator: torch.Generator) -> float:
         return float(draw(param, 1, generator).item())

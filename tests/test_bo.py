@@ -188,7 +188,7 @@ def test_bo_prior_draws_standard_inputs_and_refuses_bad_settings():
     assert batch.x.shape == (16, 40, 8) and batch.y.shape == (16, 40)
     assert 0 <= float(batch.x.min()) and float(batch.x.max()) <= 1
     for b in range(16):
-        assert not batch.x[b, :, int(batch.n_features[b]) :].any()
+        assert not batch.x[b, :, int(batch.used_features[b]) :].any()
     assert bool(torch.isfinite(batch.y).all()) and float(batch.y.std()) > 0.1
     with pytest.raises(ValueError, match="inputs must be 'uniform'"):
         BOGPPrior(inputs="normal")

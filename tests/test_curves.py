@@ -70,7 +70,7 @@ def test_prior_draws_have_the_documented_shape_and_ranges():
     batch = LearningCurvePrior().sample(64, 32, 3, gen(0))
     assert batch.x.shape == (64, 32, 3) and batch.y.shape == (64, 32)
     t = batch.x[:, :, 0]
-    assert (batch.x[:, :, 1:] == 0).all() and (batch.n_features == 1).all()
+    assert (batch.x[:, :, 1:] == 0).all() and (batch.used_features == 1).all()
     assert (t[:, 0] == 0).all() and (t[:, -1] == 1).all() and (t.diff(dim=1) >= 0).all()
     assert batch.y.min() > -0.2 and batch.y.max() < 1.2
     again = LearningCurvePrior().sample(64, 32, 3, gen(0))

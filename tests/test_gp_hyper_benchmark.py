@@ -96,7 +96,7 @@ def test_shipped_gp_hyper_beats_mle_ii_on_small_datasets_of_its_prior():
     model = pfn.load("gp-hyper")
     prior = priors.from_dict(model.card["prior"])
     batch = prior.sample(24, 3 + 50, model.config.n_features, torch.Generator().manual_seed(7))
-    x, y, d = batch.x, batch.y, batch.n_features
+    x, y, d = batch.x, batch.y, batch.used_features
     x_train, y_train, x_test, y_test = x[:, :3], y[:, :3], x[:, 3:], y[:, 3:]
     pfn_mean = pfn_nll(model, x_train, y_train, x_test, y_test, d).mean().item()
     fitted = fit_mle(x_train, y_train, prior.kernel, 100)

@@ -55,35 +55,40 @@ def test_fewer_features_are_zero_padded(model):
 
 
 def test_datasets_of_different_widths_share_one_pass(model):
-    """n_features [B] gives each zero-padded dataset its own width: the same as predicting each
+    """used_features [B] gives each zero-padded dataset its own width: the same as predicting each
     dataset alone on its used columns."""
     rng = np.random.default_rng(3)
     widths = torch.tensor([1, 3, 2])
     x, y = rng.random((3, 25, 3)), rng.standard_normal((3, 20))
     x = x * (np.arange(3)[None, None, :] < widths.numpy()[:, None, None])  # zero beyond each width
-    together = model.predict(x[:, :20], y, x[:, 20:], n_features=widths)
+    together = model.predict(x[:, :20], y, x[:, 20:], used_features=widths)
     for i, used in enumerate(widths.tolist()):
         alone = model.predict(x[i, :20, :used], y[i], x[i, 20:, :used])
         torch.testing.assert_close(together.logits[i], alone.logits, rtol=1e-5, atol=1e-5)
+    with pytest.warns(FutureWarning, match="renamed used_features"):
+        old = model.predict(x[:, :20], y, x[:, 20:], n_features=widths)
+    torch.testing.assert_close(old.logits, together.logits)
+    with pytest.raises(TypeError, match="give used_features only"):
+        model.predict(x[:, :20], y, x[:, 20:], widths, n_features=widths)
 
 
 @pytest.mark.parametrize(
-    "n_features, message",
+    "used_features, message",
     [
         ([1, 3], "integers of shape \\[3\\]"),
         ([1.0, 2.0, 3.0], "integers of shape"),
         ([0, 2, 3], "must lie in 1..3"),
         ([1, 2, 4], "must lie in 1..3"),
-        ([1, 2, 2], "beyond n_features must be zero padding"),
+        ([1, 2, 2], "beyond used_features must be zero padding"),
     ],
 )
-def test_bad_n_features_raise_clear_errors(model, n_features, message):
+def test_bad_used_features_raise_clear_errors(model, used_features, message):
     x = np.zeros((3, 25, 3))
     x[2, :, 2] = 1.0  # dataset 2 uses its third column
     with pytest.raises(ValueError, match=message):
-        model.predict(x[:, :20], np.zeros((3, 20)), x[:, 20:], n_features=n_features)
+        model.predict(x[:, :20], np.zeros((3, 20)), x[:, 20:], used_features=used_features)
     with pytest.raises(ValueError, match="for batched inputs"):
-        model.predict(x[0, :20], np.zeros(20), x[0, 20:], n_features=[3])
+        model.predict(x[0, :20], np.zeros(20), x[0, 20:], used_features=[3])
 
 
 @pytest.mark.parametrize(

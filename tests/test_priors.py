@@ -67,7 +67,7 @@ def test_shapes_padding_and_reproducibility(prior):
     assert a.y.shape == (8, 30)
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     assert not torch.equal(a.x, c.x)
-    unused = torch.arange(6)[None, :] >= a.n_features[:, None]  # [B, F]
+    unused = torch.arange(6)[None, :] >= a.used_features[:, None]  # [B, F]
     assert bool((a.x.abs().sum(1)[unused] == 0).all())
     assert bool((a.x.abs().sum(1)[~unused] > 0).all())
     assert bool(torch.isfinite(a.y.float()).all())
@@ -76,7 +76,7 @@ def test_shapes_padding_and_reproducibility(prior):
 
 def test_used_features_cover_the_range():
     batch = GPPrior(min_features=2, max_features=4).sample(400, 3, 5, gen())
-    assert set(batch.n_features.tolist()) == {2, 3, 4}
+    assert set(batch.used_features.tolist()) == {2, 3, 4}
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_categorical_inputs_are_few_standardised_levels_in_random_order():
             monotone.append(bool((steps >= 0).all() or (steps <= 0).all()))
     assert 0.2 < np.mean(monotone) < 0.9  # 2 levels are always monotone, more levels rarely
     batch = TreePrior(inputs="categorical", depth=3, n_trees=4, max_features=5).sample(8, 300, 5, gen(6))
-    for xb, yb, used in zip(batch.x, batch.y, batch.n_features, strict=True):
+    for xb, yb, used in zip(batch.x, batch.y, batch.used_features, strict=True):
         assert (xb[:, used:] == 0).all()
         _, group = torch.unique(xb[:, :used], dim=0, return_inverse=True)  # rows with equal codes
         for g in group.unique():
@@ -275,15 +275,15 @@ def test_relu_net_is_positively_homogeneous_in_scale():
     """f(x) = Σ a_j ReLU(w_j·x) has f(c·x) = c·f(x): same seed with inputs scaled gives scaled y."""
     prior = ReLUNetPrior(min_features=3, max_features=3)
     batch = prior.sample(4, 50, 3, gen(9))
-    y_scaled = prior.function(batch.x * 3.0, batch.n_features, gen(5))
-    y_plain = prior.function(batch.x, batch.n_features, gen(5))
+    y_scaled = prior.function(batch.x * 3.0, batch.used_features, gen(5))
+    y_plain = prior.function(batch.x, batch.used_features, gen(5))
     torch.testing.assert_close(y_scaled, 3.0 * y_plain, rtol=1e-4, atol=1e-4)
 
 
 def test_bnn_prior_respects_noise_free_determinism_and_scale():
     prior = BNNPrior(noise=0.0, min_layers=2, max_layers=2, activations=("identity",))
     batch = prior.sample(6, 40, 3, gen())
-    for x, y, d in zip(batch.x, batch.y, batch.n_features, strict=True):  # identity MLP -> linear map
+    for x, y, d in zip(batch.x, batch.y, batch.used_features, strict=True):  # identity MLP -> linear map
         design = np.c_[x[:, :d].numpy(), np.ones(40)]
         assert np.linalg.lstsq(design, y.numpy(), rcond=None)[1].item() < 1e-6 * max(1.0, float((y**2).sum()))
 
@@ -353,9 +353,9 @@ def test_standardized_targets_have_zero_mean_and_unit_variance():
 def test_irrelevant_features_are_shuffled_copies_and_keep_the_signal():
     base = LinearPrior(min_features=2, max_features=2, noise=0.0)
     batch = IrrelevantFeatures(base=base, probability=1.0, max_ratio=3.0).sample(40, 50, 8, gen())
-    assert bool((batch.n_features > 2).all() and (batch.n_features <= 8).all())
-    assert batch.n_features.max() > 4  # up to 3x the used columns are added
-    for x, y, d in zip(batch.x, batch.y, batch.n_features, strict=True):
+    assert bool((batch.used_features > 2).all() and (batch.used_features <= 8).all())
+    assert batch.used_features.max() > 4  # up to 3x the used columns are added
+    for x, y, d in zip(batch.x, batch.y, batch.used_features, strict=True):
         columns = x[:, :d].numpy()
         assert np.linalg.lstsq(columns, y.numpy(), rcond=None)[1].item() < 1e-8  # y = x @ w survives
         distinct = {tuple(np.sort(c)) for c in columns.T}  # every added column has a source's values
@@ -405,9 +405,9 @@ def test_scm_draws_finite_padded_reproducible_tables():
     a, b = prior.sample(6, 40, 16, gen(3)), prior.sample(6, 40, 16, gen(3))
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     assert bool(torch.isfinite(a.x).all() and torch.isfinite(a.y).all())
-    unused = torch.arange(16)[None, :] >= a.n_features[:, None]  # [B, F]
+    unused = torch.arange(16)[None, :] >= a.used_features[:, None]  # [B, F]
     assert bool((a.x.abs().sum(1)[unused] == 0).all())
-    assert int(a.n_features.max()) <= 16
+    assert int(a.used_features.max()) <= 16
     assert priors.from_dict(prior.to_dict()) == prior
 
 
@@ -440,8 +440,8 @@ def test_scm_categorical_columns_have_few_codes():
 def test_scm_missing_values_come_with_indicator_columns():
     prior = SCMPrior(min_features=3, max_features=3, missing_probability=1.0, max_missing_rate=0.9)
     batch = prior.sample(20, 100, 8, gen())
-    assert int(batch.n_features.min()) >= 3 and int(batch.n_features.max()) > 3
-    for table, used in zip(batch.x, batch.n_features, strict=True):
+    assert int(batch.used_features.min()) >= 3 and int(batch.used_features.max()) > 3
+    for table, used in zip(batch.x, batch.used_features, strict=True):
         for column in table[:, 3:used].T:  # the indicator columns: two values, missing or not
             assert len(torch.unique(column)) == 2
 
@@ -478,7 +478,7 @@ def test_scm_relevance_power_reads_features_off_nodes_that_depend_on_the_target(
     def best_dependence(prior):  # per dataset: the strongest |correlation| of a column (or its square) with y
         batch = prior.sample(60, 200, 8, gen(4))
         out = []
-        for x, y, d in zip(batch.x.double(), batch.y.double(), batch.n_features, strict=True):
+        for x, y, d in zip(batch.x.double(), batch.y.double(), batch.used_features, strict=True):
             z = torch.cat([x[:, :d], x[:, :d] ** 2], 1)
             z = (z - z.mean(0)) / z.std(0).clamp_min(1e-9)
             out.append(((z * ((y - y.mean()) / y.std())[:, None]).mean(0).abs().max()).item())
@@ -517,7 +517,7 @@ def test_a_wrapper_writes_one_method_and_the_base_owns_the_plumbing():
         base_task: typing.ClassVar[str | None] = None
 
         def change(self, batch, generator):
-            return priors.Batch(x=batch.x, y=2 * batch.y, n_features=batch.n_features)
+            return priors.Batch(x=batch.x, y=2 * batch.y, used_features=batch.used_features)
 
     base = Classification(base=GPPrior(max_features=4), max_classes=3)
     wrapped = Doubled(base=base)

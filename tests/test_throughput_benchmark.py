@@ -26,7 +26,7 @@ def test_step_flops_include_the_cpu_attention_kernels():
     attention = (m.n_layers - 1) * attention_flops(n_rows) + attention_flops(n_rows - n_train)
     with FlopCounterMode(display=False) as plain:  # torch's own table leaves CPU attention out
         model = pfn.train.build_model(config)
-        out = model(batch.x, batch.y[:, :n_train], batch.n_features)
+        out = model(batch.x, batch.y[:, :n_train], batch.used_features)
         F.cross_entropy(out.reshape(-1, out.shape[-1]), torch.zeros(out.shape[0] * out.shape[1]).long()).backward()
     assert flops(config, card, batch, n_train) == plain.get_total_flops() + attention
 
