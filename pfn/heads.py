@@ -74,14 +74,14 @@ class BarDistribution:
         self.borders = borders.to(logits.device, logits.dtype)  # [K + 1]
         self.logits = logits  # [..., K]
         self.widths = self.borders.diff()  # [K]
-        if not bool(torch.isfinite(self.borders).all() & (self.widths > 0).all()):
+        if not (bool((self.widths > 0).all()) and math.isfinite(float(self.borders.abs().max()))):
             raise ValueError(f"borders must be finite and strictly increasing in {logits.dtype}")
         if tail_scales is None:
             self.left_scale = self.widths[0] / HALF_MASS_Z
             self.right_scale = self.widths[-1] / HALF_MASS_Z
         else:
             scales = _numbers(tail_scales, "tail_scales", self.logits)
-            if scales.shape != (2,) or not bool((scales > 0).all() & scales.isfinite().all()):
+            if scales.shape != (2,) or not 0 < float(scales.min()) <= float(scales.max()) < math.inf:  # NaN fails
                 raise ValueError(
                     f"tail_scales must be two positive numbers (left, right), finite in {logits.dtype}; "
                     f"got {tail_scales!r}"
@@ -100,9 +100,9 @@ class BarDistribution:
     def _values(self, value: ArrayLike, name: str) -> Tensor:
         """``value`` as a tensor that broadcasts against the batch shape, without NaN."""
         t = _numbers(value, name, self.logits)
-        try:
-            torch.broadcast_shapes(t.shape, self.batch_shape)
-        except RuntimeError:
+        try:  # numpy's check: torch.broadcast_shapes imports torch._refs (a quarter second) on first use
+            np.broadcast_shapes(t.shape, self.batch_shape)
+        except ValueError:
             raise ValueError(
                 f"{name} has shape {tuple(t.shape)}, which does not broadcast against the batch shape "
                 f"{tuple(self.batch_shape)}: give a scalar, one value per distribution (shape "
@@ -116,6 +116,10 @@ class BarDistribution:
         """Bucket index of y (any shape) in 0..K-1; values beyond the outer borders go to the tails."""
         return torch.bucketize(y, self.borders[1:-1].contiguous())
 
+    def _tails(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Whether bucket indices k are the left and the right (half-normal) outer bucket."""
+        return k == 0, k == self.widths.numel() - 1
+
     def logpdf(self, y: ArrayLike) -> Tensor:
         """Log density at y (broadcast against the batch shape; -inf at ±inf)."""
         y = self._values(y, "y")
@@ -124,11 +128,13 @@ class BarDistribution:
         y = y[..., 0].contiguous()
         k = self._bucket(y)
         log_p = log_probs.gather(-1, k[..., None]).squeeze(-1)
-        inner = log_p - self.widths[k].log()
-        left = log_p + _half_normal_logpdf(self.borders[1] - y, self.left_scale)
-        right = log_p + _half_normal_logpdf(y - self.borders[-2], self.right_scale)
-        last = self.widths.numel() - 1
-        return torch.where(k == 0, left, torch.where(k == last, right, inner))
+        log_density = log_p - self.widths[k].log()  # uniform within a bucket
+        left, right = self._tails(k)
+        if bool((left | right).any()):  # the outer buckets' half-normals, skipped when no y lies in them
+            left_tail = log_p + _half_normal_logpdf(self.borders[1] - y, self.left_scale)
+            right_tail = log_p + _half_normal_logpdf(y - self.borders[-2], self.right_scale)
+            log_density = torch.where(left, left_tail, torch.where(right, right_tail, log_density))
+        return log_density
 
     def nll(self, y: ArrayLike) -> Tensor:
         """Negative log density at y: the prior-fitting loss."""
@@ -141,17 +147,19 @@ class BarDistribution:
         y, probs = torch.broadcast_tensors(y[..., None], probs)
         y = y[..., 0].contiguous()
         k = self._bucket(y)
-        below = (probs.cumsum(-1) - probs).gather(-1, k[..., None]).squeeze(-1)  # mass of buckets < k
         p = probs.gather(-1, k[..., None]).squeeze(-1)
+        below = probs.cumsum(-1).gather(-1, k[..., None]).squeeze(-1) - p  # mass of buckets < k
         return (below + p * self._within(y, k)).clamp(0, 1)
 
     def _within(self, y: Tensor, k: Tensor) -> Tensor:
         """The share of bucket k's mass below y (uniform inside, half-normal in the tails)."""
-        inner = ((y - self.borders[k]) / self.widths[k]).clamp(0, 1)
-        left = torch.erfc((self.borders[1] - y).clamp_min(0) / (self.left_scale * math.sqrt(2)))
-        right = torch.erf((y - self.borders[-2]).clamp_min(0) / (self.right_scale * math.sqrt(2)))
-        last = self.widths.numel() - 1
-        return torch.where(k == 0, left, torch.where(k == last, right, inner))
+        share = ((y - self.borders[k]) / self.widths[k]).clamp(0, 1)
+        left, right = self._tails(k)
+        if bool((left | right).any()):  # skipped when no y lies in the outer buckets
+            left_share = torch.erfc((self.borders[1] - y).clamp_min(0) / (self.left_scale * math.sqrt(2)))
+            right_share = torch.erf((y - self.borders[-2]).clamp_min(0) / (self.right_scale * math.sqrt(2)))
+            share = torch.where(left, left_share, torch.where(right, right_share, share))
+        return share
 
     def cdf_at(self, points: ArrayLike) -> Tensor:
         """P(Y <= point) of every distribution at the same P points: [..., P] (cheaper than

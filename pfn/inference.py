@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -77,11 +78,11 @@ class PFN:
         ``used_features`` [B] (batched inputs only): each dataset's used (leading) columns, the
         rest being zeros, so datasets of different widths share one forward pass. The tensors are
         float32, or float64 when some |value| exceeds FLOAT32_SAFE (see :meth:`predict`)."""
-        xt = _as_float_tensor(x_train, "x_train")
-        yt = _as_float_tensor(y_train, "y_train")
-        xq = _as_float_tensor(x_test, "x_test")
-        wide = any(float(t.abs().max()) > FLOAT32_SAFE for t in (xt, yt, xq) if t.numel())
-        xt, yt, xq = (t if wide else t.float() for t in (xt, yt, xq))
+        xt, x_largest = _as_float_tensor(x_train, "x_train")
+        yt, y_largest = _as_float_tensor(y_train, "y_train")
+        xq, q_largest = _as_float_tensor(x_test, "x_test")
+        if max(x_largest, y_largest, q_largest) <= FLOAT32_SAFE:
+            xt, yt, xq = xt.float(), yt.float(), xq.float()
         batched = xt.ndim == 3
         if not batched:
             if xt.ndim != 2 or yt.ndim != 1 or xq.ndim != 2:
@@ -189,38 +190,44 @@ class PFN:
         out = _finite_outputs(out if batched else out[0], rows, yt)
         if self.task == "classification":
             return out.softmax(-1)
-        return BarDistribution(self.borders.to(self.device), out, self.tail_scales)
+        return BarDistribution(self.borders.to(device), out, self.tail_scales)
 
 
 def _finite_outputs(out: Tensor, *inputs: Tensor) -> Tensor:
     """``out`` if it is finite; else a ValueError naming the inputs' largest magnitude."""
-    if bool(torch.isfinite(out).all()):
+    if math.isfinite(_largest(out)):
         return out
-    largest = max(float(t.abs().max()) for t in inputs if t.numel())
+    largest = max(_largest(t) for t in inputs)
     raise ValueError(
         f"the network's outputs are not finite for these inputs (largest |value| {largest:.3g}): "
         "rescale x and y to the range of the model's prior (its card's 'prior'), e.g. standardise them"
     )
 
 
-def _as_float_tensor(value: Any, name: str) -> Tensor:
-    """``value`` as a float64 tensor (on its device if a tensor), refused if it is not numeric,
-    holds NaN or infinite values, or holds values beyond FLOAT64_SAFE."""
+def _largest(t: Tensor) -> float:
+    """The largest |value| of t (0 if it is empty; NaN if it holds NaN): one reduction, several
+    times faster than torch.isfinite(t).all() on the network's outputs."""
+    return float(t.abs().max()) if t.numel() else 0.0
+
+
+def _as_float_tensor(value: Any, name: str) -> tuple[Tensor, float]:
+    """``value`` as a float64 tensor (on its device if a tensor) and its largest |value|, refused
+    if it is not numeric, holds NaN or infinite values, or holds values beyond FLOAT64_SAFE."""
     if isinstance(value, Tensor) and value.is_complex():
         raise ValueError(f"{name} must be real numbers, got a {value.dtype} tensor")
     try:
         t = value.detach().double() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value, np.float64))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} must be numeric: {error}") from None
-    if not bool(torch.isfinite(t).all()):
+    largest = _largest(t)
+    if not math.isfinite(largest):
         raise ValueError(f"{name} contains NaN or infinite values: drop or impute those rows first")
-    largest = float(t.abs().max()) if t.numel() else 0.0
     if largest > FLOAT64_SAFE:
         raise ValueError(
             f"{name} holds values up to {largest:.3g} in magnitude, beyond what the network can compute with "
             f"(|value| <= {FLOAT64_SAFE:.0e}): rescale it to the range of the model's prior, e.g. standardise it"
         )
-    return t
+    return t, largest
 
 
 def load(name_or_path: str | os.PathLike[str]) -> PFN:

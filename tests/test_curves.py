@@ -14,7 +14,7 @@ from conftest import gen
 
 import pfn
 import priors
-from pfn.curves import MAX_OBSERVED, extrapolate
+from pfn.curves import MAX_OBSERVED, extrapolate, merge_duplicates
 from priors.curves import (
     FAMILIES,
     FAMILY_DIMS,
@@ -141,6 +141,17 @@ def test_duplicates_are_averaged_order_ignored_and_long_curves_grouped(model):
     epochs = np.arange(1.0, 101)
     long = extrapolate(epochs, 0.1 + 0.4 * epochs**-0.5, [200.0], x_scale="linear", model=model)
     assert len(epochs) > MAX_OBSERVED and 0.1 < float(long.median()[0]) < 0.15
+
+
+def test_merge_duplicates_sorts_and_averages_repeats_and_passes_sorted_distinct_points():
+    x, y = np.array([1.0, 2, 4, 8]), np.array([0.5, 0.4, 0.3, 0.25])
+    for order in ([0, 1, 2, 3], [2, 0, 3, 1]):  # the second through np.unique
+        merged_x, merged_y = merge_duplicates(x[order], y[order])
+        np.testing.assert_array_equal(merged_x, x)
+        np.testing.assert_array_equal(merged_y, y)
+    merged_x, merged_y = merge_duplicates(np.array([4.0, 1, 2, 2]), np.array([0.3, 0.5, 0.4, 0.2]))
+    np.testing.assert_array_equal(merged_x, [1.0, 2, 4])
+    np.testing.assert_allclose(merged_y, [0.5, 0.3, 0.3])
 
 
 @pytest.mark.parametrize(

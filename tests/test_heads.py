@@ -1,5 +1,8 @@
 """The bar distribution checked against numerical integration and Monte-Carlo."""
 
+import bisect
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +236,32 @@ def test_cdf_at_shared_points_matches_the_broadcast_cdf(dist):
     shared = dist.cdf_at(points)  # [3, 41]
     broadcast = dist.cdf(points[:, None].expand(-1, 3))  # [41, 3]
     torch.testing.assert_close(shared, broadcast.T)
+
+
+def definition(d, j, y):
+    """(log density, cdf) of distribution j of d at the number y, from the definition in the
+    module docstring, in Python floats: the reference for the vectorised methods, which skip the
+    tails' formulas when no value lies in a tail."""
+    b, p = d.borders.tolist(), d.logits[j].double().softmax(-1).tolist()
+    k = bisect.bisect_left(b[1:-1], y)  # as torch.bucketize: b[k] < y <= b[k + 1]
+    if k in (0, len(p) - 1):
+        scale, beyond = (float(d.left_scale), b[1] - y) if k == 0 else (float(d.right_scale), y - b[-2])
+        log_density = math.log(2 / scale) - 0.5 * math.log(2 * math.pi) - 0.5 * (beyond / scale) ** 2
+        share = math.erf(beyond / (scale * math.sqrt(2)))  # of the tail's mass, from its border outwards
+        within = 1 - share if k == 0 else share
+        return math.log(p[k]) + log_density, sum(p[:k]) + p[k] * within
+    return math.log(p[k] / (b[k + 1] - b[k])), sum(p[:k]) + p[k] * (y - b[k]) / (b[k + 1] - b[k])
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_logpdf_and_cdf_match_the_definition_with_and_without_values_in_the_tails(dist, dtype, tolerance):
+    d = BarDistribution(dist.borders.to(dtype), dist.logits.to(dtype), (0.3, 0.5))
+    inner = torch.linspace(float(d.borders[1]) + 0.01, float(d.borders[-2]), 25, dtype=dtype)
+    mixed = torch.linspace(-4.0, 4.0, 25, dtype=dtype)  # both tails and the inner buckets
+    assert mixed[0] < d.borders[1] and mixed[-1] > d.borders[-2]
+    for y in (inner, mixed):
+        grid = y[:, None].expand(-1, 3)  # [25, 3]
+        expected = torch.tensor([[definition(d, j, float(v)) for j in range(3)] for v in y], dtype=torch.float64)
+        torch.testing.assert_close(d.logpdf(grid).double(), expected[..., 0], atol=tolerance, rtol=tolerance)
+        torch.testing.assert_close(d.cdf(grid).double(), expected[..., 1], atol=tolerance, rtol=tolerance)
+        torch.testing.assert_close(d.cdf_at(y).double(), expected[..., 1].T, atol=tolerance, rtol=tolerance)
