@@ -52,7 +52,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 from benchmarks.common import environment, pyplot, record_quality, splice_section
 from pfn import estimators, finetune, heads, inference, preprocessing, retrieval, selection
 from pfn import model as transformer
-from pfn.checkpoint import read_card, resolve, write_json
+from pfn.checkpoint import InferenceConfig, read_card, resolve, write_json
 from pfn.config import ConfigError
 from pfn.estimators import PFNClassifier, PFNRegressor
 
@@ -420,8 +420,9 @@ def pfn_fingerprint(card: dict[str, Any]) -> str:
     classifier's softmax temperature, the regressor's tail scales) and the source of the modules
     that turn them into predictions: figures measured with other weights, settings or inference
     code are redone."""
+    classifier = card.get("task") != "regression"
     settings = {
-        "temperature": card.get("quality", {}).get("temperature", {}).get("best"),
+        "temperature": InferenceConfig.from_card(card).softmax_temperature if classifier else None,
         "tail_scales": card.get("tail_scales"),
     }
     digest = hashlib.sha256(card["weights_sha256"].encode())

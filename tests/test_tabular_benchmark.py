@@ -147,6 +147,9 @@ def test_pfn_figures_are_redone_when_the_weights_settings_or_inference_code_chan
     assert first != pfn_fingerprint({**card, "weights_sha256": "b" * 64})
     assert first != pfn_fingerprint({**card, "quality": {"temperature": {"best": 0.8}}})  # another temperature
     assert first != pfn_fingerprint({**card, "tail_scales": [1.0, 2.0]})
+    # the temperature the estimator uses: the card's inference section where it has one
+    assert first == pfn_fingerprint({**card, "inference": {"softmax_temperature": 0.9}})
+    assert first != pfn_fingerprint({**card, "inference": {"softmax_temperature": 0.7}})
     _begin_task(result, "classification", "m", "a" * 64, first, pfn_runs=True)  # new section: nothing to keep
     result["tasks"]["classification"]["tables"]["t"]["100"] = dict(figures)
     _begin_task(result, "classification", "m", "a" * 64, first, pfn_runs=True)
