@@ -782,7 +782,7 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     _default_model = "tabular-reg"
     # Which input transform suits a table differs (a power transform of skewed inputs cost 0.3 R²
     # on one table), so the stacking weights choose; a quantile transform of the inputs lost
-    # regression accuracy (docs/tabular.md).
+    # regression accuracy (CHANGELOG.md, estimator changes).
     SCHEDULE = MemberSchedule(
         columns=Cycle(("selected", "wide"), every=2),
         encoding=Cycle((None, "target"), every=4),

@@ -25,7 +25,7 @@ the log-likelihood for classes (:func:`likelihood_stacking`), the CRPS for regre
 (:func:`quadratic_stacking`). For regression the log-likelihood rewards members that fit the
 atoms of discrete targets while placing the mean worse (it cost 0.02 R²); the CRPS rewards a
 well-placed mean. For classes the Brier score, the CRPS's analogue, did slightly worse
-(docs/tabular.md).
+(CHANGELOG.md, estimator changes).
 """
 
 from __future__ import annotations
