@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.optimize import OptimizeResult
 from scipy.stats import qmc
 from sklearn.utils import check_random_state
 from torch import Tensor
 
 from pfn.heads import BarDistribution
-from pfn.inference import PFN, load
+from pfn.inference import PFN, _finite_outputs, load
 
 ACQUISITIONS = ("EI", "PI", "UCB")
 DEFAULT_MODEL = "bo"
@@ -51,16 +52,24 @@ def expected_improvement(dist: BarDistribution, best: Tensor | float) -> Tensor:
     """E[max(best - Y, 0)] under each bar distribution (minimisation), exactly: uniform inner
     buckets in closed form, the half-normal tails through the normal's pdf and cdf. ``best``
     broadcasts against the batch shape; the result has the batch shape (float64)."""
-    borders = dist.borders.double()  # [K + 1]
     probs = dist.probs.double()  # [..., K]
-    best = torch.as_tensor(best, dtype=torch.float64, device=probs.device)[..., None]  # [..., 1]
+    best = torch.as_tensor(best, dtype=torch.float64, device=probs.device)
+    return (probs * _improvement_by_bucket(dist, best)).sum(-1)
+
+
+def _improvement_by_bucket(dist: BarDistribution, best: Tensor) -> Tensor:
+    """E[max(best - Y, 0) | Y in bucket k] for every bucket: [..., K] (float64) for ``best`` [...]
+    (float64). Expected improvement is the probability-weighted sum of these, so for one
+    incumbent they are computed once and every candidate's EI is one matrix-vector product."""
+    borders = dist.borders.double()  # [K + 1]
+    best = best[..., None]  # [..., 1]
     lo, hi = borders[:-1], borders[1:]  # [K]
     # inner buckets, Y ~ U[lo, hi]: E[(best - Y)+] = best - mid if best >= hi, (best - lo)² / 2w inside, else 0
     clipped = torch.minimum(best, hi)  # [..., K]
     inner = torch.where(best > lo, (clipped - lo) * (best - (clipped + lo) / 2) / (hi - lo), torch.zeros_like(clipped))
     # left tail: Y = b1 - s|Z|
     s_left = dist.left_scale.double()
-    c = borders[1] - best[..., 0]  # [...]
+    c = borders[1] - best  # [..., 1]
     left = torch.where(
         c <= 0,
         -c + s_left * math.sqrt(2 / math.pi),
@@ -68,14 +77,13 @@ def expected_improvement(dist: BarDistribution, best: Tensor | float) -> Tensor:
     )
     # right tail: Y = b_{K-1} + s|Z|
     s_right = dist.right_scale.double()
-    c = best[..., 0] - borders[-2]  # [...]
+    c = best - borders[-2]  # [..., 1]
     right = torch.where(
         c > 0,
         2 * (c * (_normal_cdf(c / s_right) - 0.5) - s_right * (_phi(torch.zeros_like(c)) - _phi(c / s_right))),
         torch.zeros_like(c),
     )
-    inner = inner[..., 1:-1]
-    return (probs[..., 1:-1] * inner).sum(-1) + probs[..., 0] * left + probs[..., -1] * right
+    return torch.cat([left, inner[..., 1:-1], right], dim=-1)
 
 
 def probability_of_improvement(dist: BarDistribution, best: Tensor | float) -> Tensor:
@@ -295,10 +303,10 @@ class Optimizer:
             start += dim.width
         return snapped
 
-    def _train_rows(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """The surrogate's train rows: encoded points [n, D], transformed values [n] (failed
-        points at the worst value) and the incumbent (the lowest transformed value)."""
-        x = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)
+    def _train_rows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The surrogate's train rows from the encoded points x [n, D]: the points kept [n', D],
+        transformed values [n'] (failed points at the worst value) and the incumbent (the lowest
+        transformed value)."""
         y = np.asarray(self.yi, dtype=np.float64)
         ok = np.isfinite(y)
         if len(y) > self.max_train:  # the lowest values (failed points last) up to the model's context
@@ -314,23 +322,10 @@ class Optimizer:
         """The unit-cube point of highest acquisition among random candidates and local
         perturbations of the best of them (three rounds of shrinking steps), neither evaluated
         before nor closer to a failed point than to every other evaluated point."""
-        x_train, y_train, best = self._train_rows()
-        model = self.model
-        xt, yt, _, used, _ = model.prepare(x_train[None], y_train[None], x_train[None, :1])
-        cache = model.encode_train(xt, yt, used)
+        x_all = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)  # [n, D]
+        x_train, y_train, best = self._train_rows(x_all)
+        score = _Acquisition(self.model, x_train, y_train, best, self.acq_func, self.kappa)
         width = x_train.shape[1]
-
-        def score(u: np.ndarray) -> np.ndarray:
-            xq, _ = model.pad_features(torch.as_tensor(u, dtype=torch.float32)[None])
-            dist = BarDistribution(model.borders, model.predict_test(cache, xq, used)[0], model.tail_scales)
-            if self.acq_func == "EI":
-                value = expected_improvement(dist, best)
-            elif self.acq_func == "PI":
-                value = probability_of_improvement(dist, best)
-            else:
-                value = optimistic_quantile(dist, self.kappa)
-            return value.numpy()
-
         candidates = [self.rng.random_sample((self.n_candidates, width))]
         top = self.rng.choice(np.argsort(y_train)[:5], 100)  # perturbations of the best points observed
         candidates.append(np.clip(x_train[top] + 0.05 * self.rng.standard_normal((100, width)), 0, 1))
@@ -340,17 +335,106 @@ class Optimizer:
             starts = u[np.argsort(-values)[:10]]
             local = self._snap(np.clip(starts.repeat(20, 0) + step * self.rng.standard_normal((200, width)), 0, 1))
             u, values = np.concatenate([u, local]), np.concatenate([values, score(local)])
-        x_all = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)
         failed = ~np.isfinite(np.asarray(self.yi))
-        distance = np.sqrt(((u[:, None, :] - x_all[None]) ** 2).sum(-1))  # [m, n]
+        pick = _best_allowed(u, values, x_all, failed)
+        return u[pick] if pick is not None else self._snap(self.rng.random_sample((1, width)))[0]
+
+
+def _best_allowed(u: np.ndarray, values: np.ndarray, x: np.ndarray, failed: np.ndarray) -> int | None:
+    """The index of the candidate u [m, D] of highest finite value [m] (the first among equals)
+    that is neither an evaluated point x [n, D] nor closer to a failed one (``failed`` [n]) than to
+    every other; None if there is none. Distances are computed for the best candidates first,
+    in chunks, since the best usually qualifies."""
+    order = np.argsort(-values, kind="stable")  # best first, ties in order of position
+    order = order[np.isfinite(values[order])]
+    for chunk in np.array_split(order, np.arange(16, len(order), 64)):
+        distance = np.sqrt(((u[chunk, None, :] - x[None]) ** 2).sum(-1))  # [c, n]
         seen = distance.min(1) < 1e-9  # already evaluated
         near_failure = failed[distance.argmin(1)]  # closer to a failed point than to any other
-        values = np.where(seen | near_failure, -np.inf, values)
-        return (
-            u[int(np.argmax(values))]
-            if np.isfinite(values).any()
-            else self._snap(self.rng.random_sample((1, width)))[0]
+        allowed = ~(seen | near_failure)
+        if allowed.any():
+            return int(chunk[int(np.argmax(allowed))])
+    return None
+
+
+class _Acquisition:
+    """The acquisition function given the train rows, evaluated at unit-cube points u [m, D]
+    (float64 numpy) -> values [m] (float64 numpy).
+
+    The train rows are encoded once (``PFN.encode_train``); each call runs the candidates
+    through the cached keys and values. For row-token models with a linear scalar embedding on a
+    CPU in float32 that pass is computed here rather than by ``PFN.predict_test``, with the same
+    outputs up to float32 rounding and less overhead per call: the keys are scaled and
+    transposed once per ask, attention runs as three plain ops (at a few dozen keys torch's
+    fused kernel costs about 2.5 times as much on a CPU), linear layers run without their
+    modules and the inputs without their zero padding. Expected improvement for one incumbent is
+    linear in the bucket probabilities, so the improvement within each bucket is computed once
+    and each candidate's EI is a dot product.
+    """
+
+    def __init__(self, model: PFN, x_train: np.ndarray, y_train: np.ndarray, best: float, acq: str, kappa: float):
+        self.model, self.best, self.acq, self.kappa = model, best, acq, kappa
+        xt, yt, _, self.used, _ = model.prepare(x_train[None], y_train[None], x_train[None, :1])
+        self.cache = model.encode_train(xt, yt, self.used)
+        net = model.model
+        config = net.config
+        self.fast = (
+            config.encoder == "rows"
+            and config.scalar_embedding == "linear"
+            and model.device.type == "cpu"
+            and self.cache[0][0].dtype == torch.float32
         )
+        if self.fast:
+            width = x_train.shape[1]
+            self.x_scale = config.n_features / max(width, 1)  # embed_x's rescaling by the used columns
+            self.x_weight = net.x_encoder.weight.detach()[:, :width]  # the padded columns are zeros
+            self.x_bias = net.x_encoder.bias.detach()
+            d = config.d_model
+            self.layers = []
+            for block, (k, v) in zip(net.blocks, self.cache, strict=True):
+                keys = (k[0] * k.shape[-1] ** -0.5).transpose(-2, -1)  # [H, D/H, n], scaled by 1/sqrt(D/H)
+                weights = [t.detach() for t in (block.qkv.weight[:d], block.qkv.bias[:d])]
+                weights += [t.detach() for layer in (block.out, block.ff1, block.ff2) for t in layer.parameters()]
+                self.layers.append((block, keys, v[0], *weights))  # v[0]: values [H, n, D/H]
+        self.improvement = None
+        if acq == "EI":
+            borders = model.borders.to(model.device)
+            dist = BarDistribution(borders, torch.zeros(borders.numel() - 1, device=model.device), model.tail_scales)
+            incumbent = torch.tensor(best, dtype=torch.float64, device=model.device)
+            self.improvement = _improvement_by_bucket(dist, incumbent)  # [K]
+
+    def logits(self, u: np.ndarray) -> Tensor:
+        """Bucket logits [m, K] (float32) at the points u [m, D]."""
+        model = self.model
+        if not self.fast:
+            x, _ = model.pad_features(torch.as_tensor(u, dtype=torch.float32)[None])  # [1, m, F]
+            return model.predict_test(self.cache, x, self.used)[0]
+        net = model.model
+        x = torch.as_tensor(u, dtype=torch.float32)  # [m, D]
+        with torch.inference_mode():
+            h = F.linear(x * self.x_scale, self.x_weight, self.x_bias)  # [m, d]
+            m, d = h.shape
+            for i, (block, keys, values, w_q, b_q, w_o, b_o, w_1, b_1, w_2, b_2) in enumerate(self.layers):
+                h = net._decayed(h, i)
+                q = F.linear(block.norm1(h), w_q, b_q).view(m, block.n_heads, -1).transpose(0, 1)  # [H, m, d/H]
+                o = ((q @ keys).softmax(-1) @ values).transpose(0, 1).reshape(m, d)  # [m, d]
+                h = torch.addmm(h + b_o, o, w_o.T)  # the residual and the bias in the matrix product
+                h = torch.addmm(h + b_2, F.gelu(F.linear(block.norm2(h), w_1, b_1)), w_2.T)
+            return net._decode(h[None])[0]  # [m, K]
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        logits = self.logits(u)
+        if self.improvement is not None:
+            values = logits.softmax(-1).double() @ self.improvement
+        else:
+            dist = BarDistribution(self.model.borders.to(logits.device), logits, self.model.tail_scales)
+            values = (
+                probability_of_improvement(dist, self.best)
+                if self.acq == "PI"
+                else optimistic_quantile(dist, self.kappa)
+            )
+        # outputs that are not finite make NaN values (cheaper to check than the logits)
+        return _finite_outputs(values, torch.as_tensor(u)).cpu().numpy()
 
 
 def _power_standardise(y: np.ndarray) -> np.ndarray:

@@ -52,6 +52,67 @@ def test_probability_of_improvement_and_optimistic_quantile():
     assert torch.allclose(bo.optimistic_quantile(dist, 1.0), -dist.quantile(level))
 
 
+def _told(model, acq_func="EI", n=20, d=3, fail=True):
+    """An optimiser told n points of a quadratic in d dimensions (the third one failed)."""
+    opt = bo.Optimizer([(0.0, 1.0)] * d, n_initial_points=0, acq_func=acq_func, model=model, random_state=0)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        x = rng.random(d).tolist()
+        opt.tell(x, math.nan if fail and i == 2 else _sphere(x))
+    return opt
+
+
+@pytest.mark.parametrize("acq_func", bo.ACQUISITIONS)
+def test_candidate_scores_match_a_plain_forward_pass(model, acq_func):
+    """The optimiser's own test-row pass and per-bucket EI against PFN.predict on train and
+    candidate rows together and the acquisition functions applied to its bar distribution."""
+    opt = _told(model, acq_func)
+    x_all = np.asarray([opt._encode(p) for p in opt.Xi])
+    x_train, y_train, best = opt._train_rows(x_all)
+    acquisition = bo._Acquisition(model, x_train, y_train, best, acq_func, opt.kappa)
+    assert acquisition.fast  # the shipped model on a CPU takes the optimiser's own pass
+    u = np.random.default_rng(1).random((300, 3))
+    dist = model.predict(x_train, y_train, u)
+    reference = {
+        "EI": lambda: bo.expected_improvement(dist, best),
+        "PI": lambda: bo.probability_of_improvement(dist, best),
+        "UCB": lambda: bo.optimistic_quantile(dist, opt.kappa),
+    }[acq_func]().numpy()
+    assert float((acquisition.logits(u) - dist.logits).abs().max()) < 1e-4
+    atol = 1e-5 if acq_func == "UCB" else 1e-6  # the quantile is a float32 value of about 1
+    np.testing.assert_allclose(acquisition(u), reference, rtol=0, atol=atol)
+    acquisition.fast = False  # PFN.predict_test with the cached train rows
+    np.testing.assert_allclose(acquisition(u), reference, rtol=0, atol=atol)
+
+
+def test_best_allowed_candidate_matches_a_full_distance_matrix():
+    """The candidate picked in chunks, best first, against every distance at once, with ties,
+    evaluated candidates and candidates nearest a failed point."""
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        x = rng.random((12, 2))
+        failed = rng.random(12) < 0.3
+        u = np.concatenate([rng.random((300, 2)), x[rng.integers(0, 12, 20)]])  # some evaluated already
+        values = np.round(rng.random(len(u)), 1)  # many ties
+        values[rng.integers(0, len(u), 40)] = -np.inf
+        if trial % 10 == 0:
+            values[: len(u) - 1] = -np.inf  # at most one finite value left
+        distance = np.sqrt(((u[:, None, :] - x[None]) ** 2).sum(-1))
+        excluded = (distance.min(1) < 1e-9) | failed[distance.argmin(1)]
+        reference = np.where(excluded, -np.inf, values)
+        expected = int(np.argmax(reference)) if np.isfinite(reference).any() else None
+        assert bo._best_allowed(u, values, x, failed) == expected
+
+
+def test_expected_improvement_by_bucket_is_exact_for_several_incumbents():
+    """A batch of incumbents gives the same EI as one incumbent at a time."""
+    dist = _bar(7, (0.4, 1.3))
+    best = torch.tensor([-4.0, -0.3, 0.7, 4.5], dtype=torch.float64)
+    batch = bo.expected_improvement(bo.BarDistribution(dist.borders, dist.logits[:1].expand(4, -1), (0.4, 1.3)), best)
+    single = torch.stack([bo.expected_improvement(dist, float(b))[0] for b in best])
+    assert torch.allclose(batch, single, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize(
     ("dimensions", "message"),
     [
