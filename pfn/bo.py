@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import OptimizeResult
 from scipy.stats import qmc
 from sklearn.utils import check_random_state
@@ -362,40 +361,15 @@ class _Acquisition:
     (float64 numpy) -> values [m] (float64 numpy).
 
     The train rows are encoded once (``PFN.encode_train``); each call runs the candidates
-    through the cached keys and values. For row-token models with a linear scalar embedding on a
-    CPU in float32 that pass is computed here rather than by ``PFN.predict_test``, with the same
-    outputs up to float32 rounding and less overhead per call: the keys are scaled and
-    transposed once per ask, attention runs as three plain ops (at a few dozen keys torch's
-    fused kernel costs about 2.5 times as much on a CPU), linear layers run without their
-    modules and the inputs without their zero padding. Expected improvement for one incumbent is
-    linear in the bucket probabilities, so the improvement within each bucket is computed once
-    and each candidate's EI is a dot product.
+    through the cached keys and values. Expected improvement for one incumbent is linear in the
+    bucket probabilities, so the improvement within each bucket is computed once and each
+    candidate's EI is a dot product.
     """
 
     def __init__(self, model: PFN, x_train: np.ndarray, y_train: np.ndarray, best: float, acq: str, kappa: float):
         self.model, self.best, self.acq, self.kappa = model, best, acq, kappa
         xt, yt, _, self.used, _ = model.prepare(x_train[None], y_train[None], x_train[None, :1])
         self.cache = model.encode_train(xt, yt, self.used)
-        net = model.model
-        config = net.config
-        self.fast = (
-            config.encoder == "rows"
-            and config.scalar_embedding == "linear"
-            and model.device.type == "cpu"
-            and self.cache[0][0].dtype == torch.float32
-        )
-        if self.fast:
-            width = x_train.shape[1]
-            self.x_scale = config.n_features / max(width, 1)  # embed_x's rescaling by the used columns
-            self.x_weight = net.x_encoder.weight.detach()[:, :width]  # the padded columns are zeros
-            self.x_bias = net.x_encoder.bias.detach()
-            d = config.d_model
-            self.layers = []
-            for block, (k, v) in zip(net.blocks, self.cache, strict=True):
-                keys = (k[0] * k.shape[-1] ** -0.5).transpose(-2, -1)  # [H, D/H, n], scaled by 1/sqrt(D/H)
-                weights = [t.detach() for t in (block.qkv.weight[:d], block.qkv.bias[:d])]
-                weights += [t.detach() for layer in (block.out, block.ff1, block.ff2) for t in layer.parameters()]
-                self.layers.append((block, keys, v[0], *weights))  # v[0]: values [H, n, D/H]
         self.improvement = None
         if acq == "EI":
             borders = model.borders.to(model.device)
@@ -405,22 +379,8 @@ class _Acquisition:
 
     def logits(self, u: np.ndarray) -> Tensor:
         """Bucket logits [m, K] (float32) at the points u [m, D]."""
-        model = self.model
-        if not self.fast:
-            x, _ = model.pad_features(torch.as_tensor(u, dtype=torch.float32)[None])  # [1, m, F]
-            return model.predict_test(self.cache, x, self.used)[0]
-        net = model.model
-        x = torch.as_tensor(u, dtype=torch.float32)  # [m, D]
-        with torch.inference_mode():
-            h = F.linear(x * self.x_scale, self.x_weight, self.x_bias)  # [m, d]
-            m, d = h.shape
-            for i, (block, keys, values, w_q, b_q, w_o, b_o, w_1, b_1, w_2, b_2) in enumerate(self.layers):
-                h = net._decayed(h, i)
-                q = F.linear(block.norm1(h), w_q, b_q).view(m, block.n_heads, -1).transpose(0, 1)  # [H, m, d/H]
-                o = ((q @ keys).softmax(-1) @ values).transpose(0, 1).reshape(m, d)  # [m, d]
-                h = torch.addmm(h + b_o, o, w_o.T)  # the residual and the bias in the matrix product
-                h = torch.addmm(h + b_2, F.gelu(F.linear(block.norm2(h), w_1, b_1)), w_2.T)
-            return net._decode(h[None])[0]  # [m, K]
+        x, _ = self.model.pad_features(torch.as_tensor(u, dtype=torch.float32)[None])  # [1, m, F]
+        return self.model.predict_test(self.cache, x, self.used)[0]
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
         logits = self.logits(u)
