@@ -25,7 +25,6 @@ import pandas as pd
 import sklearn
 from scipy import stats
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.impute import SimpleImputer
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
@@ -229,6 +228,8 @@ class TablePreprocessor:
             self.encoder_ = OrdinalEncoder(
                 handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=np.nan
             ).fit(self._categories(frame))
+        from sklearn.impute import SimpleImputer  # at use: it imports sklearn.neighbors, slow to import
+
         self.pipeline_ = Pipeline(
             [
                 ("magnitude", PowerOfTwoScale()),

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.model_selection import KFold, StratifiedKFold
 
 MIN_ROWS = 20  # fewer train rows: every column is kept (halves too small to validate on)
@@ -123,6 +122,8 @@ def candidate_sizes(n_features: int) -> list[int]:
 
 def rank_features(x: np.ndarray, y: np.ndarray, classification: bool) -> np.ndarray:
     """Column indices of x [n, f], most important first (random forest impurity importance)."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor  # at use: slow to import
+
     forest_type = RandomForestClassifier if classification else RandomForestRegressor
     forest = forest_type(n_estimators=RANKING_TREES, max_features="sqrt", random_state=SEED).fit(x, y)
     return np.argsort(-forest.feature_importances_, kind="stable")

@@ -11,12 +11,13 @@ import pfn
 
 def loaded_after(code: str) -> list[str]:
     """The heavy modules a fresh interpreter holds after running ``code``."""
-    code += "\nimport sys\nprint(sorted(m for m in ('torch', 'gpytorch', 'priors', 'pfn.train') if m in sys.modules))"
+    heavy = ("torch", "gpytorch", "priors", "pfn.train", "sklearn.ensemble", "sklearn.impute")
+    code += f"\nimport sys\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return eval(out.strip().splitlines()[-1])
 
 
-def test_importing_the_estimators_loads_neither_torch_nor_the_priors():
+def test_importing_the_estimators_loads_neither_torch_nor_the_priors_nor_slow_sklearn_parts():
     assert loaded_after("import pfn\nfrom pfn import PFNClassifier, PFNRegressor") == []
 
 
@@ -25,7 +26,7 @@ def test_fitting_loads_torch_but_not_the_priors():
         "import numpy as np\nfrom pfn import PFNRegressor\n"
         "PFNRegressor(n_estimators=1).fit(np.random.rand(20, 2), np.random.rand(20))"
     )
-    assert loaded_after(code) == ["torch"]
+    assert loaded_after(code) == ["sklearn.impute", "torch"]
 
 
 def test_every_public_name_resolves_and_unknown_ones_raise():
