@@ -853,16 +853,32 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         return quadratic_stacking(*self._crps_vectors(probs, y))
 
     def _crps_vectors(self, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The CRPS on the model's inner buckets as squared distances (pfn.selection.quadratic_stacking):
-        each member's CDF at the bucket centres [n, M, T] (from its bucket probabilities
-        [n, M, K]) against the step at each standardised target y [n], [n, T], both times the
-        square root of the bucket widths (the two tail buckets are left out)."""
+        """The CRPS on the model's inner buckets as squared distances (pfn.selection.quadratic_stacking),
+        exactly: [n, M, 4T] from each member's bucket probabilities [n, M, K] against targets
+        [n, 4T] from the standardised y [n] (the two tail buckets are left out). Within a bucket
+        of width w the CDF is linear, and the bucket holding y splits at y into a piece of length
+        r·w where the step is 0 and one of length (1 - r)·w where it is 1 (r is 0 or 1 for the
+        other buckets); over a piece of length l where F runs from a to b against the step s,
+        ∫(F - s)² = l·((a + b)/2 - s)² + l·(b - a)²/12: two squared terms per piece, each linear
+        in the member's CDF, so the CRPS of a mixture is the squared distance of the mixed vectors."""
         borders = self.pfn_.borders.double().cpu().numpy()[1:-1]  # [T + 1] inner borders
+        width = np.diff(borders)  # [T]
         cdf = np.cumsum(probs, axis=2)[:, :, :-1]  # [n, M, T + 1] at the inner borders
-        centre_cdf = (cdf[:, :, 1:] + cdf[:, :, :-1]) / 2  # [n, M, T]
-        root_width = np.sqrt(np.diff(borders))  # [T]
-        step = (borders[1:] + borders[:-1]) / 2 >= y[:, None]  # [n, T]
-        return centre_cdf * root_width, step * root_width
+        lo, hi = cdf[:, :, :-1], cdf[:, :, 1:]  # [n, M, T] at each bucket's two ends
+        r = np.clip((y[:, None] - borders[:-1]) / width, 0.0, 1.0)[:, None, :]  # [n, 1, T] share below y
+        at_y = lo + r * (hi - lo)  # [n, M, T] the CDF at y (where y lies in the bucket)
+        below, above = np.sqrt(r * width), np.sqrt((1 - r) * width)  # [n, 1, T]
+        vectors = np.concatenate(
+            [
+                below * (lo + at_y) / 2,  # the piece below y, against 0
+                below * (at_y - lo) / np.sqrt(12),
+                above * (at_y + hi) / 2,  # the piece above y, against 1
+                above * (hi - at_y) / np.sqrt(12),
+            ],
+            axis=2,
+        )
+        zeros = np.zeros_like(r[:, 0])  # [n, T]
+        return vectors, np.concatenate([zeros, zeros, above[:, 0], zeros], axis=1)
 
     def _mix(self, outputs: list[_Weighted]) -> np.ndarray:
         """The members' bucket probabilities [m, K] (see _member_probs), mixed with their weights."""
