@@ -55,6 +55,11 @@ class TrainConfig:
     average_last, average_every: with average_last > 0, a snapshot of the weights is taken every
     average_every steps and the written model is the mean of the latest average_last snapshots
     (latest weight averaging); 0 writes the current weights.
+    noise_free_targets: regression only, with a prior that separates the observation noise
+    (``Prior.separates_noise``): the test rows' targets are their values before the noise, so
+    the model predicts the function rather than a new noisy observation (train rows keep their
+    noise). A Bayesian-optimisation surrogate needs this: its expected improvement at an
+    evaluated point is then near zero, as a GP's is.
     """
 
     steps: int = 1000
@@ -79,6 +84,7 @@ class TrainConfig:
     optimizer: Literal["adamw", "muon"] = "adamw"
     average_last: int = 0
     average_every: int = 0
+    noise_free_targets: bool = False
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "accumulation", "n_rows", "min_train", "checkpoint_every", "log_every")
@@ -101,8 +107,9 @@ class TrainConfig:
             )
         if not 0.0 < self.curriculum_fraction <= 1.0:
             raise ConfigError(f"train.curriculum_fraction must be in (0, 1], got {self.curriculum_fraction}")
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"train.compile must be true or false, got {self.compile!r}")
+        for name in ("compile", "noise_free_targets"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.optimizer not in ("adamw", "muon"):
@@ -133,6 +140,12 @@ class RunConfig:
             prior.check_features(model.n_features)
         except ValueError as error:
             raise ConfigError(f"prior and model.n_features={model.n_features} disagree: {error}") from None
+        if self.train.noise_free_targets and not (model.task == "regression" and prior.separates_noise):
+            raise ConfigError(
+                f"train.noise_free_targets needs a regression prior that separates the observation noise, but the "
+                f"prior {prior.name!r} does not (among the function priors the GP-based and BNN ones do, wrapped only "
+                "in mixture, standardized or irrelevant_features): drop train.noise_free_targets or change the prior"
+            )
         if model.task == "classification" and prior.n_classes > model.n_outputs:
             raise ConfigError(
                 f"the prior makes up to {prior.n_classes} classes but the model's head has "

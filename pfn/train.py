@@ -384,10 +384,12 @@ def draw_step(config: RunConfig, step: int, indices: range) -> tuple[Batch, int]
         )
         for i in indices
     ]
+    clean = [p.clean_y for p in parts]
     batch = Batch(
         x=torch.cat([p.x for p in parts]),  # [b, N, F]
         y=torch.cat([p.y for p in parts]),  # [b, N]
         used_features=torch.cat([p.used_features for p in parts]),  # [b]
+        clean_y=None if any(c is None for c in clean) else torch.cat(clean),  # [b, N]
     )
     return batch, n_train
 
@@ -528,10 +530,12 @@ def backward(
     for index in range(accumulation):
         part = slice(index * micro, (index + 1) * micro)
         x, y, used = batch.x[part].to(device), batch.y[part].to(device), batch.used_features[part].to(device)
+        targets = batch.clean_y if config.train.noise_free_targets else batch.y
+        target = targets[part, n_train:].to(device)  # [b, N - n]
         sync = index == accumulation - 1 or not isinstance(net, DistributedDataParallel)
         with autocast, nullcontext() if sync else net.no_sync():
             out = net(x, y[:, :n_train], used)  # [b, N - n, K]
-        loss = loss_fn(config, out.float(), y[:, n_train:], borders, tail_scales) / accumulation
+        loss = loss_fn(config, out.float(), target, borders, tail_scales) / accumulation
         loss.backward()
         total += loss.item()
     return total

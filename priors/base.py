@@ -29,11 +29,15 @@ class Batch:
     x: [B, N, F] float32, features beyond ``used_features[b]`` are zero.
     y: [B, N] float32 targets (regression) or int64 class labels (classification).
     used_features: [B] int64, the number of used (leading) features of each dataset.
+    clean_y: [B, N] float32, y without its observation noise, where the prior can tell the two
+      apart (see :meth:`FunctionPrior.noisy_targets`); None where it cannot. A run with
+      ``train.noise_free_targets`` learns to predict these at the test rows.
     """
 
     x: Tensor
     y: Tensor
     used_features: Tensor
+    clean_y: Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -145,6 +149,11 @@ class Prior(ABC):
         """The largest number of classes this prior produces (0 for regression)."""
         return 0
 
+    @property
+    def separates_noise(self) -> bool:
+        """Whether its batches carry ``clean_y``, the targets before their observation noise."""
+        return False
+
     @abstractmethod
     def check_features(self, n_features: int) -> None:
         """Raise ValueError if this prior cannot fill ``n_features`` columns as configured."""
@@ -235,12 +244,21 @@ class FunctionPrior(FeatureRangePrior):
             latent = correlated_normal(batch_size, n_rows, n_features, generator)  # [B, N, F]
             x = categorical_codes(latent, generator, self.max_levels)  # [B, N, F]
         x = x * feature_mask(used, n_features)[:, None, :]  # [B, N, F]
-        y = self.targets(x, used, generator)  # [B, N]
-        return Batch(x=x.float(), y=y.float(), used_features=used)
+        y, clean = self.noisy_targets(x, used, generator)  # [B, N] each (clean: or None)
+        return Batch(x=x.float(), y=y.float(), used_features=used, clean_y=None if clean is None else clean.float())
 
     @abstractmethod
     def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
         """Targets [B, N] for inputs x [B, N, F] whose columns beyond used [B] are zero."""
+
+    @property
+    def separates_noise(self) -> bool:
+        return type(self).noisy_targets is not FunctionPrior.noisy_targets
+
+    def noisy_targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """The targets [B, N] and their values before the observation noise [B, N], or None
+        where this prior does not tell them apart (the default); the same draws as :meth:`targets`."""
+        return self.targets(x, used, generator), None
 
 
 def correlated_normal(batch_size: int, n_rows: int, n_features: int, generator: torch.Generator) -> Tensor:
@@ -333,6 +351,10 @@ class Mixture(Prior):
     def n_classes(self) -> int:
         return max(c.n_classes for c in self.components)
 
+    @property
+    def separates_noise(self) -> bool:
+        return all(c.separates_noise for c in self.components)
+
     def check_features(self, n_features: int) -> None:
         for c in self.components:
             c.check_features(n_features)
@@ -346,10 +368,12 @@ class Mixture(Prior):
             if len(index):
                 parts.append((index, component.draw(len(index), n_rows, n_features, generator)))
         order = torch.cat([index for index, _ in parts]).argsort()  # [B]
+        clean = [b.clean_y for _, b in parts]
         return Batch(
             x=torch.cat([b.x for _, b in parts])[order],
             y=torch.cat([b.y for _, b in parts])[order],
             used_features=torch.cat([b.used_features for _, b in parts])[order],
+            clean_y=None if any(c is None for c in clean) else torch.cat(clean)[order],
         )
 
 
@@ -357,9 +381,11 @@ class Mixture(Prior):
 class Wrapper(Prior):
     """A prior that changes the datasets of a ``base`` prior: it owns the plumbing (the base is
     checked and drawn first), subclasses write :meth:`change` and :meth:`check` their fields.
-    ``base_task`` is the task the base must have (None: any); the wrapper keeps the base's task."""
+    ``base_task`` is the task the base must have (None: any); the wrapper keeps the base's task.
+    ``keeps_clean_y``: whether :meth:`change` carries the base's ``clean_y`` over (changed as y is)."""
 
     base_task: ClassVar[Task | None] = "regression"
+    keeps_clean_y: ClassVar[bool] = False
 
     base: Prior
 
@@ -380,6 +406,10 @@ class Wrapper(Prior):
     @property
     def n_classes(self) -> int:
         return self.base.n_classes
+
+    @property
+    def separates_noise(self) -> bool:
+        return self.keeps_clean_y and self.base.separates_noise
 
     def check_features(self, n_features: int) -> None:
         self.base.check_features(n_features)
@@ -498,6 +528,7 @@ class IrrelevantFeatures(Wrapper):
 
     name: ClassVar[str] = "irrelevant_features"
     base_task: ClassVar[Task | None] = None
+    keeps_clean_y: ClassVar[bool] = True
 
     probability: float = 0.3
     max_ratio: float = 3.0
@@ -524,7 +555,7 @@ class IrrelevantFeatures(Wrapper):
             order = torch.randperm(f + k, generator=generator)  # [f + k]
             x[b, :, : f + k] = x[b, :, order]
             used[b] = f + k
-        return Batch(x=x, y=batch.y, used_features=used)
+        return Batch(x=x, y=batch.y, used_features=used, clean_y=batch.clean_y)
 
 
 @dataclass(frozen=True)
@@ -578,10 +609,12 @@ class Standardized(Wrapper):
     over the dataset's rows), matching estimators that standardise targets before predicting."""
 
     name: ClassVar[str] = "standardized"
+    keeps_clean_y: ClassVar[bool] = True
 
     def change(self, batch: Batch, generator: torch.Generator) -> Batch:
         y = batch.y.double()  # [B, N]
         n_rows = y.shape[1]
         scale = y.std(dim=1, keepdim=True).nan_to_num(1.0).clamp_min(1e-6) if n_rows > 1 else torch.ones_like(y)
-        y = (y - y.mean(dim=1, keepdim=True)) / scale  # [B, N]
-        return Batch(x=batch.x, y=y.float(), used_features=batch.used_features)
+        mean = y.mean(dim=1, keepdim=True)  # [B, 1]
+        clean = None if batch.clean_y is None else ((batch.clean_y.double() - mean) / scale).float()
+        return Batch(x=batch.x, y=((y - mean) / scale).float(), used_features=batch.used_features, clean_y=clean)

@@ -50,6 +50,11 @@ class BNNPrior(FunctionPrior):
             raise ValueError(f"dropout must be < 1, got {self.dropout}")
 
     def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
+        return self.noisy_targets(x, used, generator)[0]
+
+    def noisy_targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The targets and the network's output before the output noise (hidden-unit noise,
+        if any, stays in: it is part of the function)."""
         batch, _, f = x.shape
         w_max = self.max_width
         depth = torch.randint(self.min_layers, self.max_layers + 1, (batch,), generator=generator)  # [B]
@@ -77,4 +82,4 @@ class BNNPrior(FunctionPrior):
             if i + 1 < self.max_layers:
                 pre = layer(post, width, w_max) * units
         y = layer(last, width, 1).squeeze(-1)  # [B, N]
-        return add_noise(y.double(), draw(self.noise, batch, generator), generator)
+        return add_noise(y.double(), draw(self.noise, batch, generator), generator), y.double()

@@ -59,6 +59,9 @@ class BOGPPrior(FunctionPrior):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
+        return self.noisy_targets(x, used, generator)[0]
+
+    def noisy_targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         batch, _, f = x.shape
         x = x.double()
         mask = feature_mask(used, f).double()  # [B, F]
@@ -86,4 +89,4 @@ class BOGPPrior(FunctionPrior):
         weight = torch.rand(batch, 1, f, generator=generator, dtype=torch.float64) * mask[:, None, :]  # [B, 1, F]
         depth = 2 * outputscale * torch.rand(batch, generator=generator, dtype=torch.float64) * bowl  # [B]
         y = y + depth[:, None] * (weight * (x - centre) ** 2).sum(-1)  # [B, N]
-        return add_noise(y, draw(self.noise, batch, generator), generator)
+        return add_noise(y, draw(self.noise, batch, generator), generator), y

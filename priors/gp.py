@@ -73,6 +73,9 @@ class GPPrior(FunctionPrior):
         }
 
     def targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> Tensor:
+        return self.noisy_targets(x, used, generator)[0]
+
+    def noisy_targets(self, x: Tensor, used: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         hyper = self.draw_hyperparameters(used, generator)
         lengthscale = hyper["lengthscale"]
         if lengthscale.ndim == 2:  # pad ARD lengthscales to F; padded columns are zero anyway
@@ -84,7 +87,7 @@ class GPPrior(FunctionPrior):
         # chol @ z, computed as (zᵀ cholᵀ)ᵀ on the row-major transpose: 3-4x faster than bmm on
         # the column-major factor (1 thread, 128 x 150 and 5 x 1,152 rows), the same numbers
         f = (z.mT @ chol.mT).squeeze(1)  # [B, N]
-        return add_noise(f, hyper["noise"], generator)
+        return add_noise(f, hyper["noise"], generator), f
 
     def posterior_predictive(self, x_train: Tensor, y_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
         """Exact predictive mean and variance of y_test [B, M] (noise included), float64.

@@ -532,3 +532,26 @@ def test_a_wrapper_writes_one_method_and_the_base_owns_the_plumbing():
 def test_a_wrapper_description_without_its_base_is_refused_by_name():
     with pytest.raises(ValueError, match="prior 'standardized': .*missing 1 required .*'base'"):
         priors.from_dict({"type": "standardized"})
+
+
+def test_priors_that_separate_noise_carry_the_targets_before_it():
+    bo = priors.BOGPPrior(max_features=3, noise=0.2)
+    bnn = BNNPrior(max_features=3, noise=0.3)
+    for prior, std in ((bo, 0.2), (bnn, 0.3)):
+        batch = prior.sample(64, 200, 3, gen(3))
+        assert prior.separates_noise and batch.clean_y.shape == batch.y.shape
+        assert abs(float((batch.y - batch.clean_y).std()) - std) < 0.02  # exactly the observation noise
+        assert torch.equal(prior.sample(64, 200, 3, gen(3)).y, batch.y)  # the same draws as before
+    quiet = priors.BOGPPrior(max_features=3, noise=0.0).sample(4, 50, 3, gen(1))
+    assert torch.allclose(quiet.y, quiet.clean_y)
+    # wrappers that change y as a function of the dataset change clean_y the same way, or drop it
+    standardized = Standardized(base=Mixture(components=(bo, bnn), weights=(0.5, 0.5)))
+    batch = standardized.sample(8, 100, 3, gen(5))
+    raw = Mixture(components=(bo, bnn), weights=(0.5, 0.5)).sample(8, 100, 3, gen(5))
+    scale = raw.y.double().std(1, keepdim=True)
+    expected = (raw.clean_y.double() - raw.y.double().mean(1, keepdim=True)) / scale
+    assert standardized.separates_noise and torch.allclose(batch.clean_y.double(), expected, atol=1e-5)
+    assert IrrelevantFeatures(base=bo).separates_noise
+    for prior in (WarpedTargets(base=bo), Mixture(components=(bo, LinearPrior()), weights=(0.5, 0.5)), LinearPrior()):
+        assert not prior.separates_noise
+    assert WarpedTargets(base=bo).sample(4, 30, 3, gen()).clean_y is None

@@ -450,3 +450,24 @@ def test_without_a_terminal_progress_is_logged_every_log_every_steps(tmp_path, c
     with caplog.at_level("INFO", logger="pfn.train"):
         train(tiny_config(), tmp_path / "quiet", progress=False)
     assert not [r for r in caplog.records if r.name == "pfn.train"]
+
+
+def test_noise_free_targets_train_on_the_targets_before_the_noise(tmp_path, monkeypatch):
+    config = dataclasses.replace(
+        tiny_config(noise_free_targets=True), prior=priors.BOGPPrior(max_features=3, noise=0.5)
+    )  # tiny_config's GPPrior separates its noise too
+    seen = []
+    original = pfn.train.loss_fn
+
+    def spy(config_, out, target, borders, tails):
+        seen.append(target.clone())
+        return original(config_, out, target, borders, tails)
+
+    monkeypatch.setattr(pfn.train, "loss_fn", spy)
+    train(replace_train(config, steps=1, accumulation=1), tmp_path / "run", progress=False)
+    batch, n_train = pfn.train.draw_step(config, 0, range(config.train.batch_size))
+    assert torch.equal(seen[0], batch.clean_y[:, n_train:]) and not torch.equal(seen[0], batch.y[:, n_train:])
+    with pytest.raises(ConfigError, match="noise_free_targets needs a regression prior that separates.*'linear'"):
+        dataclasses.replace(config, prior=LinearPrior(max_features=3))
+    with pytest.raises(ConfigError, match="train.noise_free_targets must be true or false"):
+        replace_train(config, noise_free_targets="yes")
