@@ -117,39 +117,62 @@ def _median_value(problem: Problem) -> float:
 # ---------------------------------------------------------------- optimisers
 
 
-def _run_pfn(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> list[float]:
+class _Stopwatch:
+    """Wall and process CPU seconds of each timed span: the suggestions of one optimisation (the
+    run is one thread, so process CPU time is the optimiser's own work, whatever else the
+    machine runs)."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self._start = (0.0, 0.0)
+
+    def start(self) -> None:
+        self._start = (time.perf_counter(), time.process_time())
+
+    def stop(self, carry: tuple[float, float] = (0.0, 0.0)) -> None:
+        """Record the span since start(), plus ``carry`` (wall, CPU) seconds timed before it."""
+        self.wall.append(carry[0] + time.perf_counter() - self._start[0])
+        self.cpu.append(carry[1] + time.process_time() - self._start[1])
+
+    def lap(self) -> tuple[float, float]:
+        """The (wall, CPU) seconds since start(), not recorded."""
+        return time.perf_counter() - self._start[0], time.process_time() - self._start[1]
+
+
+def _run_pfn(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> _Stopwatch:
     opt = bo.Optimizer(problem.bounds, model=model, random_state=seed)
     return _ask_tell(opt, objective, n_calls, opt.n_initial_points)
 
 
-def _run_random(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> list[float]:
+def _run_random(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> _Stopwatch:
     rng = np.random.default_rng(seed)
     lo, hi = np.array(problem.bounds).T
     for _ in range(n_calls):
         objective(list(lo + (hi - lo) * rng.random(len(lo))))
-    return []
+    return _Stopwatch()
 
 
-def _run_tpe(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> list[float]:
+def _run_tpe(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> _Stopwatch:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
-    times, start = [], [0.0]
+    watch = _Stopwatch()
 
     def func(trial: Any) -> float:
         x = [trial.suggest_float(f"x{i}", lo, hi) for i, (lo, hi) in enumerate(problem.bounds)]
         if trial.number >= 10:  # TPE's own startup trials are random
-            times.append(time.perf_counter() - start[0])
+            watch.stop()
         return objective(x)
 
     for _ in range(n_calls):
-        start[0] = time.perf_counter()
+        watch.start()
         study.optimize(func, n_trials=1)
-    return times
+    return watch
 
 
-def _run_botorch(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> list[float]:
+def _run_botorch(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> _Stopwatch:
     from botorch.acquisition.analytic import LogExpectedImprovement
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
@@ -165,9 +188,9 @@ def _run_botorch(problem: Problem, objective: Callable, seed: int, n_calls: int,
         x = qmc.scale(qmc.Sobol(d, seed=seed).random(n_init), *bounds.numpy())
     ys = [objective(list(p)) for p in x]
     xs = torch.as_tensor(x)
-    times = []
+    watch = _Stopwatch()
     for _ in range(n_calls - n_init):
-        start = time.perf_counter()
+        watch.start()
         gp = SingleTaskGP(
             xs,
             -torch.tensor(ys, dtype=torch.float64)[:, None],
@@ -179,41 +202,41 @@ def _run_botorch(problem: Problem, objective: Callable, seed: int, n_calls: int,
             fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
             acq = LogExpectedImprovement(gp, best_f=-min(ys))
             candidate, _ = optimize_acqf(acq, bounds=bounds, q=1, num_restarts=10, raw_samples=512)
-        times.append(time.perf_counter() - start)
+        watch.stop()
         ys.append(objective(candidate[0].tolist()))
         xs = torch.cat([xs, candidate])
-    return times
+    return watch
 
 
-def _run_skopt(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> list[float]:
+def _run_skopt(problem: Problem, objective: Callable, seed: int, n_calls: int, model: PFN) -> _Stopwatch:
     from skopt import Optimizer as SkoptOptimizer
 
     opt = SkoptOptimizer(problem.bounds, base_estimator="GP", random_state=seed)  # gp_minimize's defaults
     return _ask_tell(opt, objective, n_calls, 10)
 
 
-def _ask_tell(opt: Any, objective: Callable, n_calls: int, n_initial: int) -> list[float]:
+def _ask_tell(opt: Any, objective: Callable, n_calls: int, n_initial: int) -> _Stopwatch:
     """Run an ask-and-tell optimiser; the seconds of each model-based suggestion: the ask and
     the tell before it (scikit-optimize fits its model in tell, pfn.bo works in ask)."""
-    times, told = [], 0.0
+    watch, told = _Stopwatch(), (0.0, 0.0)
     for i in range(n_calls):
-        start = time.perf_counter()
+        watch.start()
         x = opt.ask()
         if i >= n_initial:
-            times.append(told + time.perf_counter() - start)
+            watch.stop(told)
         y = objective(x)
-        start = time.perf_counter()
+        watch.start()
         opt.tell(x, y)
-        told = time.perf_counter() - start
-    return times
+        told = watch.lap()
+    return watch
 
 
 RUNNERS = {"pfn": _run_pfn, "random": _run_random, "tpe": _run_tpe, "botorch": _run_botorch, "skopt": _run_skopt}
 
 
 def run_one(method: str, problem: Problem, seed: int, n_calls: int, model: PFN, noise: float) -> dict[str, Any]:
-    """One optimisation: the noise-free values of the evaluated points in order, and the
-    seconds per model-based suggestion."""
+    """One optimisation: the noise-free values of the evaluated points in order, and the wall
+    and process CPU seconds per model-based suggestion."""
     rng = np.random.default_rng(10_000 + seed)
     values: list[float] = []
 
@@ -222,8 +245,8 @@ def run_one(method: str, problem: Problem, seed: int, n_calls: int, model: PFN, 
         values.append(value)
         return value + noise * float(rng.standard_normal()) if problem.noisy else value
 
-    times = RUNNERS[method](problem, objective, seed, n_calls, model)
-    return {"values": values[:n_calls], "suggest_s": times}
+    watch = RUNNERS[method](problem, objective, seed, n_calls, model)
+    return {"values": values[:n_calls], "suggest_s": watch.wall, "suggest_cpu_s": watch.cpu}
 
 
 # ---------------------------------------------------------------- the run
@@ -274,7 +297,8 @@ def run(
     summary = result["summary"]
     if update_card and not quick and "pfn" in summary["optimisers"]:
         brief = {
-            m: {k: row[k] for k in ("mean_regret", "median_suggest_s")} for m, row in summary["optimisers"].items()
+            m: {k: row[k] for k in ("mean_regret", "median_suggest_s", "median_suggest_cpu_s")}
+            for m, row in summary["optimisers"].items()
         }
         record_quality(
             name,
@@ -308,7 +332,7 @@ def summarise(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
         "optimisers": {},
     }
     for method in optimisers:
-        curves, per_problem, times = {}, {}, []
+        curves, per_problem, times, cpu_times = {}, {}, [], []
         for name in common:
             base = medians[name.removesuffix("-noisy")]
             rows = [r for k, r in runs.items() if k.startswith(f"{method}/{name}/")]
@@ -317,10 +341,12 @@ def summarise(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
             curves[name] = regret.mean(0).tolist()
             per_problem[name] = {"regret": float(regret[:, -1].mean()), "seeds": len(rows)}
             times += [t for r in rows for t in r["suggest_s"]]
+            cpu_times += [t for r in rows for t in r.get("suggest_cpu_s", [])]  # runs before CPU timing: none
         if per_problem:
             summary["optimisers"][method] = {
                 "mean_regret": float(np.mean([p["regret"] for p in per_problem.values()])),
                 "median_suggest_s": float(np.median(times)) if times else 0.0,
+                "median_suggest_cpu_s": float(np.median(cpu_times)) if cpu_times else None,
                 "problems": per_problem,
                 "curve": np.mean(list(curves.values()), axis=0).tolist(),
             }

@@ -277,4 +277,10 @@ def test_benchmark_quick_mode(tmp_path):
     optimisers = result["summary"]["optimisers"]
     assert sorted(optimisers) == ["botorch", "pfn", "random", "skopt", "tpe"]
     assert all(0 <= row["mean_regret"] for row in optimisers.values())
+    for method in ("pfn", "tpe", "botorch", "skopt"):  # model-based suggestions are timed, wall and CPU
+        cpu, wall = optimisers[method]["median_suggest_cpu_s"], optimisers[method]["median_suggest_s"]
+        assert 0 < cpu and 0 < wall
+    runs = result["runs"]
+    assert all(len(r["suggest_cpu_s"]) == len(r["suggest_s"]) for r in runs.values())
+    assert all(r["suggest_s"] == [] for k, r in runs.items() if k.startswith("random/"))
     assert (tmp_path / "bo_regret.png").is_file() and (tmp_path / "bo_time.png").is_file()
