@@ -5,10 +5,12 @@ early on a held-out fold (after TabPFN's and TabICL's fine-tuning, and LoCalPFN'
 Each step draws ``datasets`` splits of the training rows: a context of up to ``context_rows``
 rows and up to ``query_rows`` query rows, the columns in a random order and (for classes) the
 labels randomly permuted, as the prior taught the model. Every ``eval_every`` steps the
-held-out rows are scored given a fixed context of training rows; the weights with the best
-held-out loss are kept, and the untuned weights win unless tuning beats them, so tuning never
-makes the held-out loss worse. Tuning stops after ``steps`` steps, ``patience`` scores without
-improvement, or ``seconds`` of wall time (with a warning saying so).
+held-out rows are scored given a fixed context of training rows, and the weights with the best
+held-out loss are remembered. The tuned weights are kept only if their held-out loss beats the
+untuned model's by more than ``min_gain_se`` standard errors of the per-row loss differences:
+the best of several noisy scores on a few hundred rows often looks better by chance, and a
+model kept on such a win can be worse on new rows. Tuning stops after ``steps`` steps,
+``patience`` scores without improvement, or ``seconds`` of wall time (with a warning saying so).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class FineTuneConfig:
     held_out: float = 0.2
     eval_every: int = 10
     patience: int = 3
+    min_gain_se: float = 2.0
 
 
 def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, seed: int) -> tuple[PFN, dict[str, Any]]:
@@ -72,12 +75,13 @@ def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, se
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.float32)
 
-    def held_out_loss() -> float:
+    def held_out_losses() -> np.ndarray:
         model.eval()
         with torch.inference_mode():
-            return _loss(tuned, xt[context], yt[context], xt[held], yt[held]).item()
+            return _row_losses(tuned, xt[context], yt[context], xt[held], yt[held]).double().cpu().numpy()
 
-    best = start = held_out_loss()
+    start_rows = best_rows = held_out_losses()  # [h]
+    best = start = float(start_rows.mean())
     best_state = copy.deepcopy(model.state_dict())
     report: dict[str, Any] = {"held_out_before": round(start, 5), "stopped": "steps"}
     began, waited, step = time.perf_counter(), 0, 0
@@ -94,7 +98,7 @@ def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, se
         model.train()
         optimizer.zero_grad(set_to_none=True)
         loss = (
-            sum(_loss(tuned, *_split(xt, yt, train, config, classes, rng)) for _ in range(config.datasets))
+            sum(_row_losses(tuned, *_split(xt, yt, train, config, classes, rng)).mean() for _ in range(config.datasets))
             / config.datasets
         )
         loss.backward()
@@ -102,17 +106,24 @@ def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, se
         optimizer.step()
         step += 1
         if step % config.eval_every == 0 or step == config.steps:
-            current = held_out_loss()
-            if current < best:
-                best, best_state, waited = current, copy.deepcopy(model.state_dict()), 0
+            rows = held_out_losses()
+            if rows.mean() < best:
+                best, best_rows, best_state, waited = float(rows.mean()), rows, copy.deepcopy(model.state_dict()), 0
             else:
                 waited += 1
                 if waited >= config.patience:
                     report["stopped"] = "no improvement"
                     break
     model.eval()
-    report.update(steps=step, held_out_after=round(best, 5), seconds=round(time.perf_counter() - began, 2))
-    if best >= start:
+    gain = start_rows - best_rows  # [h] per held-out row
+    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
+    report.update(
+        steps=step,
+        held_out_after=round(best, 5),
+        gain_se=round(float(gain.mean()) / se, 2) if se > 0 else None,
+        seconds=round(time.perf_counter() - began, 2),
+    )
+    if not gain.mean() > config.min_gain_se * se:
         return pfn, {**report, "kept": "untuned"}
     model.load_state_dict(best_state)
     return tuned, {**report, "kept": "tuned"}
@@ -152,13 +163,13 @@ def _split(
     return xs[:cut], ys[:cut], xs[cut:], ys[cut:]
 
 
-def _loss(
+def _row_losses(
     pfn: PFN, x_context: torch.Tensor, y_context: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor
 ) -> torch.Tensor:
-    """The PFN's mean loss on the query rows given the context rows (one forward pass)."""
+    """The PFN's loss on each query row [q] given the context rows (one forward pass)."""
     rows, used = pfn.pad_features(torch.cat([x_context, x_query])[None])  # [1, c + q, F], [1]
     out = pfn.model(rows.to(pfn.device), y_context[None].to(pfn.device), used.to(pfn.device))[0].float()  # [q, K]
     target = y_query.to(pfn.device)
     if pfn.task == "classification":
-        return F.cross_entropy(out, target.long())
-    return BarDistribution(pfn.borders.to(pfn.device), out, pfn.tail_scales).nll(target).mean()
+        return F.cross_entropy(out, target.long(), reduction="none")
+    return BarDistribution(pfn.borders.to(pfn.device), out, pfn.tail_scales).nll(target)

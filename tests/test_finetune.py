@@ -30,6 +30,19 @@ def test_tuning_lowers_the_held_out_loss_or_keeps_the_model_untouched():
     assert all(torch.equal(v, before[k]) for k, v in shipped.model.state_dict().items())  # the original intact
 
 
+def test_tuned_weights_are_kept_only_on_a_held_out_gain_beyond_its_noise():
+    x, y = clf_rows(300, seed=1)
+    shipped = load("tabular-clf")
+    config = FineTuneConfig(steps=20, lr=1e-3, eval_every=2, patience=10)
+    tuned, report = fine_tune(shipped, x, y, config, seed=0)
+    assert (report["kept"] == "tuned") == (report["gain_se"] > config.min_gain_se)
+    assert (tuned is shipped) == (report["kept"] == "untuned")
+    strict, report = fine_tune(shipped, x, y, FineTuneConfig(steps=20, lr=1e-3, eval_every=2, min_gain_se=1e6), seed=0)
+    assert strict is shipped and report["kept"] == "untuned"
+    if report["held_out_after"] < report["held_out_before"]:  # a gain, but not one beyond its noise
+        assert 0 < report["gain_se"] < 1e6
+
+
 def test_a_table_too_small_to_split_falls_back_to_the_plain_model_with_a_warning():
     x, y = clf_rows(30)
     shipped = load("tabular-clf")
