@@ -275,8 +275,9 @@ class _PFNBase(BaseEstimator):
         selection = self._selection(x, y, stratify)
         self.features_, self.wide_features_, self.selection_scores_ = selection.best, selection.wide, selection.scores
         rng = check_random_state(self.random_state)
-        self.fine_tune_report_ = self._fine_tuned(x, y, int(rng.randint(2**31))) if self.fine_tune else None
         plans = [self._plan(i, len(x), stratify, rng) for i in range(self.n_estimators)]
+        # the tuning seed is drawn after the plans: tuning that keeps the untuned weights leaves the fit as without it
+        self.fine_tune_report_ = self._fine_tuned(x, y, int(rng.randint(2**31))) if self.fine_tune else None
         transforms = [self._fit_transform(plan, x[plan.rows]) for plan in plans]
         weights = self._member_weights(plans, transforms, x, y, stratify)  # [M]
         self.members_ = [

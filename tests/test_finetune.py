@@ -43,6 +43,21 @@ def test_tuned_weights_are_kept_only_on_a_held_out_gain_beyond_its_noise():
         assert 0 < report["gain_se"] < 1e6
 
 
+@pytest.mark.parametrize("Estimator", [PFNClassifier, PFNRegressor])
+def test_tuning_that_keeps_the_untuned_weights_predicts_as_the_plain_estimator(Estimator, monkeypatch):
+    import pfn.finetune
+
+    monkeypatch.setattr(pfn.finetune, "fine_tune", lambda model, *args: (model, {"steps": 3, "kept": "untuned"}))
+    if Estimator is PFNClassifier:
+        x, y = clf_rows()
+    else:
+        x, y = make_regression(n_samples=160, n_features=4, noise=3.0, random_state=0)
+    plain = Estimator(n_estimators=4, random_state=0).fit(x[:120], y[:120])
+    tuned = Estimator(n_estimators=4, fine_tune=3, random_state=0).fit(x[:120], y[:120])
+    assert tuned.fine_tune_report_["kept"] == "untuned"
+    np.testing.assert_array_equal(tuned.predict(x[120:]), plain.predict(x[120:]))
+
+
 def test_a_table_too_small_to_split_falls_back_to_the_plain_model_with_a_warning():
     x, y = clf_rows(30)
     shipped = load("tabular-clf")
