@@ -308,7 +308,7 @@ class _PFNBase(BaseEstimator):
         steps = FineTuneConfig.steps if self.fine_tune is True else int(self.fine_tune)
         config = FineTuneConfig(steps=steps, seconds=self.fine_tune_seconds, context_rows=self.max_train_rows)
         columns = self.features_[: self.pfn_.config.n_features]
-        self.pfn_, report = fine_tune(self.pfn_, x[:, columns].astype(np.float32), y, config, seed)
+        self.pfn_, report = fine_tune(self.pfn_, x[:, columns].astype(np.float32), y, config, seed, self.show_progress)
         return report
 
     def _validation_rows(self, n: int, stratify: np.ndarray | None) -> np.ndarray:

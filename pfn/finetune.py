@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from pfn.heads import BarDistribution
 from pfn.inference import PFN
@@ -51,11 +52,14 @@ class FineTuneConfig:
     min_gain_se: float = 2.0
 
 
-def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, seed: int) -> tuple[PFN, dict[str, Any]]:
+def fine_tune(
+    pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, seed: int, progress: bool | None = None
+) -> tuple[PFN, dict[str, Any]]:
     """A copy of ``pfn`` tuned on the rows x [n, f] (preprocessed, at most the model's columns)
     with encoded targets y [n] (class ids, or standardised floats within the model's buckets),
     and a report: steps taken, held-out losses before and after, why it stopped. Returns ``pfn``
-    itself when tuning did not lower the held-out loss or the table is too small to split."""
+    itself when tuning did not lower the held-out loss or the table is too small to split.
+    progress: a bar over the steps (None: where stderr is a terminal)."""
     if len(x) < MIN_ROWS:
         warnings.warn(
             f"fine-tuning skipped: {len(x)} train rows are too few to split into context, query and held-out "
@@ -85,6 +89,7 @@ def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, se
     best_state = copy.deepcopy(model.state_dict())
     report: dict[str, Any] = {"held_out_before": round(start, 5), "stopped": "steps"}
     began, waited, step = time.perf_counter(), 0, 0
+    bar = tqdm(total=config.steps, disable=None if progress is None else not progress, desc="fine-tune", unit="step")
     while step < config.steps:
         if config.seconds is not None and time.perf_counter() - began > config.seconds:
             report["stopped"] = "seconds"
@@ -105,6 +110,7 @@ def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, se
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
+        bar.update()
         if step % config.eval_every == 0 or step == config.steps:
             rows = held_out_losses()
             if rows.mean() < best:
@@ -114,6 +120,7 @@ def fine_tune(pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, se
                 if waited >= config.patience:
                     report["stopped"] = "no improvement"
                     break
+    bar.close()
     model.eval()
     gain = start_rows - best_rows  # [h] per held-out row
     se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")

@@ -92,3 +92,11 @@ def test_fine_tune_parameters_are_checked():
         PFNClassifier(fine_tune=0).fit(x, y)
     with pytest.raises(InvalidParameterError, match="'fine_tune_seconds' parameter"):
         PFNClassifier(fine_tune=True, fine_tune_seconds=-1.0).fit(x, y)
+
+
+def test_fine_tuning_shows_a_progress_bar_when_asked(capsys):
+    x, y = clf_rows()
+    PFNClassifier(n_estimators=1, fine_tune=2, show_progress=True, random_state=0).fit(x, y)
+    assert "fine-tune" in capsys.readouterr().err
+    PFNClassifier(n_estimators=1, fine_tune=2, show_progress=False, random_state=0).fit(x, y)
+    assert "fine-tune" not in capsys.readouterr().err
