@@ -85,9 +85,8 @@ def fine_tune(
             return _row_losses(tuned, xt[context], yt[context], xt[held], yt[held]).double().cpu().numpy()
 
     start_rows = best_rows = held_out_losses()  # [h]
-    best = start = float(start_rows.mean())
     best_state = copy.deepcopy(model.state_dict())
-    report: dict[str, Any] = {"held_out_before": round(start, 5), "stopped": "steps"}
+    report: dict[str, Any] = {"held_out_before": round(float(start_rows.mean()), 5), "stopped": "steps"}
     began, waited, step = time.perf_counter(), 0, 0
     bar = tqdm(total=config.steps, disable=None if progress is None else not progress, desc="fine-tune", unit="step")
     while step < config.steps:
@@ -113,8 +112,8 @@ def fine_tune(
         bar.update()
         if step % config.eval_every == 0 or step == config.steps:
             rows = held_out_losses()
-            if rows.mean() < best:
-                best, best_rows, best_state, waited = float(rows.mean()), rows, copy.deepcopy(model.state_dict()), 0
+            if rows.mean() < best_rows.mean():
+                best_rows, best_state, waited = rows, copy.deepcopy(model.state_dict()), 0
             else:
                 waited += 1
                 if waited >= config.patience:
@@ -126,7 +125,7 @@ def fine_tune(
     se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
     report.update(
         steps=step,
-        held_out_after=round(best, 5),
+        held_out_after=round(float(best_rows.mean()), 5),
         gain_se=round(float(gain.mean()) / se, 2) if se > 0 else None,
         seconds=round(time.perf_counter() - began, 2),
     )

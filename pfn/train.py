@@ -384,14 +384,7 @@ def draw_step(config: RunConfig, step: int, indices: range) -> tuple[Batch, int]
         )
         for i in indices
     ]
-    clean = [p.clean_y for p in parts]
-    batch = Batch(
-        x=torch.cat([p.x for p in parts]),  # [b, N, F]
-        y=torch.cat([p.y for p in parts]),  # [b, N]
-        used_features=torch.cat([p.used_features for p in parts]),  # [b]
-        clean_y=None if any(c is None for c in clean) else torch.cat(clean),  # [b, N]
-    )
-    return batch, n_train
+    return Batch.concat(parts), n_train
 
 
 def step_loader(config: RunConfig, indices: range, steps: range, workers: int, nice: int = 0) -> DataLoader:
@@ -527,10 +520,10 @@ def backward(
     device = next(net.parameters()).device
     micro = len(batch) // accumulation
     total = 0.0
+    targets = batch.clean_y if config.train.noise_free_targets else batch.y  # [B, N]
     for index in range(accumulation):
         part = slice(index * micro, (index + 1) * micro)
         x, y, used = batch.x[part].to(device), batch.y[part].to(device), batch.used_features[part].to(device)
-        targets = batch.clean_y if config.train.noise_free_targets else batch.y
         target = targets[part, n_train:].to(device)  # [b, N - n]
         sync = index == accumulation - 1 or not isinstance(net, DistributedDataParallel)
         with autocast, nullcontext() if sync else net.no_sync():

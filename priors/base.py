@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
@@ -41,6 +42,19 @@ class Batch:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    @staticmethod
+    def concat(batches: Sequence[Batch], order: Tensor | None = None) -> Batch:
+        """The datasets of ``batches`` joined into one batch, taken in ``order`` [B] (indices into
+        the joined datasets) if given; clean_y only if every part has it."""
+        pick = (lambda t: t) if order is None else (lambda t: t[order])
+        clean = [b.clean_y for b in batches]
+        return Batch(
+            x=pick(torch.cat([b.x for b in batches])),
+            y=pick(torch.cat([b.y for b in batches])),
+            used_features=pick(torch.cat([b.used_features for b in batches])),
+            clean_y=None if any(c is None for c in clean) else pick(torch.cat(clean)),
+        )
 
 
 # ---------------------------------------------------------------- hyperparameters
@@ -368,13 +382,7 @@ class Mixture(Prior):
             if len(index):
                 parts.append((index, component.draw(len(index), n_rows, n_features, generator)))
         order = torch.cat([index for index, _ in parts]).argsort()  # [B]
-        clean = [b.clean_y for _, b in parts]
-        return Batch(
-            x=torch.cat([b.x for _, b in parts])[order],
-            y=torch.cat([b.y for _, b in parts])[order],
-            used_features=torch.cat([b.used_features for _, b in parts])[order],
-            clean_y=None if any(c is None for c in clean) else torch.cat(clean)[order],
-        )
+        return Batch.concat([b for _, b in parts], order)
 
 
 @dataclass(frozen=True)
