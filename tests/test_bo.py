@@ -284,3 +284,11 @@ def test_benchmark_quick_mode(tmp_path):
     assert all(len(r["suggest_cpu_s"]) == len(r["suggest_s"]) for r in runs.values())
     assert all(r["suggest_s"] == [] for k, r in runs.items() if k.startswith("random/"))
     assert (tmp_path / "bo_regret.png").is_file() and (tmp_path / "bo_time.png").is_file()
+
+
+def test_spread_diagnostic_reports_error_and_spread_at_evaluated_points():
+    from benchmarks.bo_spread import FUNCTIONS, POINTS, spread
+
+    figures = spread("bo")
+    assert len(figures) == len(FUNCTIONS) * len(POINTS)
+    assert all(0 <= error < 1 and 0 < std < 2 for error, std in figures.values())
