@@ -86,8 +86,9 @@ class MemberSchedule:
 
     columns: "selected" (the columns chosen by validation, ``features_``) or "wide" (a wider
     set, ``wide_features_``: columns that validation on half the rows under-rated still count).
-    encoding: "target" (every column with 3..30 distinct values through its cross-fitted target
-    encoding, pfn.preprocessing.TargetEncodedColumns) or None (``transform`` instead).
+    encoding: "target" (every categorical column of 3 or more levels and every other column with
+    3..30 distinct values through its cross-fitted target encoding, fitted on every train row,
+    pfn.preprocessing.TargetEncodedColumns) or None (``transform`` instead).
     transform: the member's input transform (pfn.preprocessing.member_transform).
     target: "plain" or "quantile" (regressor: the targets through a quantile transform)."""
 
@@ -278,10 +279,10 @@ class _PFNBase(BaseEstimator):
         plans = [self._plan(i, len(x), stratify, rng) for i in range(self.n_estimators)]
         # the tuning seed is drawn after the plans: tuning that keeps the untuned weights leaves the fit as without it
         self.fine_tune_report_ = self._fine_tuned(x, y, int(rng.randint(2**31))) if self.fine_tune else None
-        transforms = [self._fit_transform(plan, x[plan.rows]) for plan in plans]
+        transforms = [self._fit_transform(plan, x) for plan in plans]
         weights = self._member_weights(plans, transforms, x, y, stratify)  # [M]
         self.members_ = [
-            self._build(plan, transform, x[plan.rows], y[plan.rows], part)
+            self._build(plan, transform, x, y, part, plan.rows)
             for plan, transform in zip(plans, transforms, strict=True)
             for part in plan.parts
         ]
@@ -393,16 +394,17 @@ class _PFNBase(BaseEstimator):
         return (None,)
 
     def _fit_transform(self, plan: _Plan, x: np.ndarray) -> TransformerMixin | None:
-        """The member's extra input transform fitted on its train rows x [n', f] (preprocessed).
-        One that never sees the targets is fitted here once and reused in validation (a
-        Yeo-Johnson fit takes about 0.1 s on 1,000 rows × 20 columns); one that needs them (a
-        target encoding) is returned unfitted and fitted by _build on each context's rows, so
-        that validation never encodes with held-out targets."""
+        """The member's extra input transform for the train rows x [n, f] (preprocessed). One
+        that never sees the targets is fitted here once, on the member's rows, and reused in
+        validation (a Yeo-Johnson fit takes about 0.1 s on 1,000 rows × 20 columns); one that
+        needs them (a target encoding) is returned unfitted and fitted by _build on each
+        context's rows, so that validation never encodes with held-out targets."""
         classes, limit = self._task == "classification", self.pfn_.config.n_features
-        transform = member_transform(plan.transform, len(x), plan.seed, classes, limit)
+        codes = np.flatnonzero(np.isin(plan.features, self.preprocessor_.categorical_columns_))  # of the member's
+        transform = member_transform(plan.transform, len(x), plan.seed, classes, limit, codes)
         if transform is None or _needs_targets(transform):
             return transform
-        return transform.fit(x[:, plan.features])
+        return transform.fit(x[plan.rows][:, plan.features])
 
     def _build(
         self,
@@ -411,18 +413,29 @@ class _PFNBase(BaseEstimator):
         x: np.ndarray,
         y: np.ndarray,
         part: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> _Member:
         """One ``part`` (default: the first, the only one but with more classes than the head) of
-        the member of ``plan`` on train rows x [n', f] (preprocessed) and encoded targets y [n']
-        (the part's rows of them), with its input transform (fitted here on these rows if it
-        needs the targets): its target map fitted on y, the rows' keys and values cached."""
-        rows, y_member, target_map = self._member_targets(plan, plan.parts[0] if part is None else part, y)
-        x_member = x[rows][:, plan.features]  # [n'', f']
+        the member of ``plan`` on the train rows x [n, f] (preprocessed) with encoded targets
+        y [n]: its context is ``rows`` of them (default: all), the part's rows of those. An input
+        transform that needs the targets (a target encoding) is fitted here on all n rows,
+        cross-fitted, so that a member that sees a subsample still encodes by every row; its
+        target map is fitted on the targets of the part's rows; the context's keys and values
+        are cached."""
+        context = np.ones(len(y), bool)
+        if rows is not None:
+            context[:] = False
+            context[rows] = True
+        part_rows, y_part, target_map = self._member_targets(plan, plan.parts[0] if part is None else part, y)
+        x_part, context = x[part_rows][:, plan.features], context[part_rows]  # [n', f'], [n']
         if transform is not None and _needs_targets(transform):
             transform = clone(transform)
-            x_member = transform.fit_transform(x_member, y_member).astype(np.float32)  # cross-fitted
+            x_member = transform.fit_transform(x_part, y_part)[context].astype(np.float32)  # cross-fitted
         elif transform is not None:
-            x_member = transform.transform(x_member).astype(np.float32)
+            x_member = transform.transform(x_part[context]).astype(np.float32)
+        else:
+            x_member = x_part[context]
+        y_member = y_part[context]
         member = _Member(features=plan.features, transform=transform, target_map=target_map, cache=None)
         if len(x_member) > self.max_train_rows:  # context="retrieval": a context per group of test rows
             from pfn.retrieval import Retrieval
@@ -533,9 +546,9 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     ----------
     model : shipped checkpoint name or path (default: the shipped "tabular-clf").
     n_estimators : ensemble members; they differ in feature order, class-label permutation,
-        columns and input transform, as the class's ``SCHEDULE`` says (some replace the columns
-        with 3..30 distinct values by their cross-fitted target encodings, the shares of each
-        class per value). 1 is exact and deterministic. With k classes, more than the model's
+        columns and input transform, as the class's ``SCHEDULE`` says (some replace the
+        categorical columns and the columns with 3..30 distinct values by their cross-fitted
+        target encodings, the shares of each class per value). 1 is exact and deterministic. With k classes, more than the model's
         head (10), each member makes 2 random partitions of the classes into ceil(k / 10)
         groups and runs one forward pass per group on the rows of its classes (2 ceil(k / 10)
         passes per member; ``members_`` lists the passes); the passes' probabilities given
@@ -770,9 +783,9 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     fitted on the train targets (widened for few rows as the others' from 3 rows on), so that
     skewed and heavy-tailed targets fall where the model's buckets are fine; its distribution is
     mapped back onto the model's buckets. Members 1 and 3
-    see the inputs through a Yeo-Johnson power transform; members 4..7 see every column with
-    3..30 distinct values (category codes, ratings, small counts) replaced by its cross-fitted
-    target encoding (pfn.preprocessing.TargetEncodedColumns), in every pairing of target
+    see the inputs through a Yeo-Johnson power transform; members 4..7 see every categorical
+    column (any number of levels) and every column with 3..30 distinct values (ratings, small
+    counts) replaced by its cross-fitted target encoding (pfn.preprocessing.TargetEncodedColumns), in every pairing of target
     transform and column set; from member 8 the cycle repeats. (Unlike the classifier's, no
     member sees its inputs through a quantile transform.) Members' predictive distributions
     are mixed with their stacking weights.

@@ -240,6 +240,9 @@ class TablePreprocessor:
             ]
         )
         self.pipeline_.fit(self._matrix(frame))
+        # output columns holding category codes: the input's categoricals (indicators follow them), as kept
+        codes = np.isin(np.arange(len(self.pipeline_["impute"].get_feature_names_out())), self.categorical_)
+        self.categorical_columns_ = np.flatnonzero(codes[self.pipeline_["select"].keep_])
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
@@ -276,28 +279,41 @@ class TablePreprocessor:
 
 
 def member_transform(
-    kind: MemberTransform, n_rows: int, seed: int, classes: bool, max_columns: int
+    kind: MemberTransform,
+    n_rows: int,
+    seed: int,
+    classes: bool,
+    max_columns: int,
+    categorical: Sequence[int] = (),
 ) -> TransformerMixin | None:
     """The extra transform of an ensemble member (None for "none"). "target" (unfitted: it needs
-    the targets, class ids when ``classes``) encodes within ``max_columns`` output columns (see
-    :class:`TargetEncodedColumns`)."""
+    the targets, class ids when ``classes``) encodes within ``max_columns`` output columns, the
+    ``categorical`` columns (category codes) first (see :class:`TargetEncodedColumns`)."""
     if kind == "none":
         return None
     if kind == "quantile":
         return QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, n_rows), random_state=seed)
     if kind == "target":
-        return TargetEncodedColumns(target="classes" if classes else "continuous", max_columns=max_columns, seed=seed)
+        return TargetEncodedColumns(
+            target="classes" if classes else "continuous",
+            categorical=tuple(int(c) for c in categorical),
+            max_columns=max_columns,
+            seed=seed,
+        )
     return PowerTransformer(method="yeo-johnson", standardize=True)
 
 
 class TargetEncodedColumns(TransformerMixin, BaseEstimator):
-    """Replaces every column with 3..max_levels distinct values on the fit rows (category codes,
-    ratings, small counts) by its target encoding (sklearn's TargetEncoder), standardised: a
-    code's encoding then says what the code does, which an arbitrary category order does not.
+    """Replaces the ``categorical`` columns (category codes, however many levels) and every other
+    column with 3..max_levels distinct values on the fit rows (ratings, small counts) by their
+    target encodings (sklearn's TargetEncoder), standardised: a code's encoding then says what
+    the code does, which an arbitrary category order does not. Columns of fewer than 3 values
+    stay as they are (their encoding would only rescale them).
 
     target: "continuous" (one column each: the shrunk mean of y per value) or "classes" (y
     holds class ids; two classes: one column, the shrunk share of the second; k > 2: k - 1
-    columns, the shrunk share of each class but the last). Columns are encoded in order while
+    columns, the shrunk share of each class but the last). Columns are encoded in order (the
+    categorical ones first) while
     the output stays within max_columns; the rest pass through unchanged, encoded ones follow
     them. ``fit_transform`` cross-fits (``folds`` shuffled folds), so that a row's own target
     never enters its own encoding; ``transform`` encodes new rows by all fit rows."""
@@ -305,12 +321,14 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         target: Literal["continuous", "classes"] = "continuous",
+        categorical: tuple[int, ...] = (),
         max_levels: int = 30,
         max_columns: int = 100,
         folds: int = 5,
         seed: int = 0,
     ) -> None:
         self.target = target
+        self.categorical = categorical
         self.max_levels = max_levels
         self.max_columns = max_columns
         self.folds = folds
@@ -331,7 +349,10 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
         if self.target not in ("continuous", "classes"):
             raise ValueError(f"target must be 'continuous' or 'classes', got {self.target!r}")
         levels = np.array([len(np.unique(column)) for column in X.T])  # [f]
-        candidates = np.flatnonzero((levels >= 3) & (levels <= self.max_levels))
+        categorical = np.zeros(X.shape[1], bool)
+        categorical[list(self.categorical)] = True  # an index beyond X's columns raises here
+        few = (levels >= 3) & (levels <= self.max_levels)
+        candidates = np.concatenate([np.flatnonzero(categorical & (levels >= 3)), np.flatnonzero(few & ~categorical)])
         n_classes = len(np.unique(y))
         if self.target == "classes" and n_classes < 2:
             candidates = candidates[:0]  # nothing to encode with a single class

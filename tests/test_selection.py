@@ -2,6 +2,7 @@
 members and target-encoding members."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -10,7 +11,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import TargetEncoder
 
 from pfn import PFNClassifier, PFNRegressor
-from pfn.preprocessing import QuantileTarget, TargetEncodedColumns
+from pfn.preprocessing import QuantileTarget, TablePreprocessor, TargetEncodedColumns
 from pfn.selection import (
     PRIOR_ROWS,
     PSEUDO_ROWS,
@@ -339,3 +340,67 @@ def test_quantile_target_continues_beyond_the_train_range():
     quantile_member = reg.members_[1]
     probs = reg._member_probs(quantile_member, reg._member_forward(quantile_member, reg._transformed(X[:3])))
     assert (reg._distribution(probs).logpdf(np.full(3, 1.2 * y.max())) > -50).all()
+
+
+def test_target_encoding_takes_listed_category_columns_of_any_number_of_levels():
+    rng = np.random.default_rng(15)
+    n = 800
+    city, count, flag = rng.integers(0, 60, n), rng.integers(0, 60, n), rng.integers(0, 2, n)
+    X = np.column_stack([count, city, flag]).astype(float)  # 60 values, a 60-level code, a 2-level code
+    y = rng.normal(size=60)[city] + 0.1 * rng.normal(size=n)
+    assert len(TargetEncodedColumns(seed=0).fit(X, y).columns_) == 0  # 60 values: beyond max_levels
+    listed = TargetEncodedColumns(categorical=(1, 2), seed=0).fit(X, y)
+    assert list(listed.columns_) == [1]  # the 2-level code stays: its encoding would only rescale it
+    out = listed.transform(X)
+    assert np.corrcoef(out[:, -1], y)[0, 1] > 0.95  # the code now says what it does
+
+
+def test_the_preprocessor_says_which_output_columns_hold_category_codes():
+    rng = np.random.default_rng(16)
+    n = 50
+    frame = pd.DataFrame(
+        {
+            "constant": np.ones(n),
+            "size": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n)),  # adds an indicator column
+            "city": pd.Categorical(rng.choice(["a", "b", "c", "d"], n)),
+            "copy": rng.normal(size=n),
+            "colour": rng.choice(["red", "green", "blue"], n),
+        }
+    )
+    frame["copy_again"] = frame["copy"]  # dropped as a duplicate
+    prep = TablePreprocessor().fit(frame)
+    out = prep.transform(frame)
+    assert out.shape[1] == 5  # size, city, copy, colour, size's missing indicator
+    assert list(prep.categorical_columns_) == [1, 3]
+    for column, name in zip(prep.categorical_columns_, ["city", "colour"], strict=True):
+        assert len(np.unique(out[:, column])) == frame[name].nunique()
+
+
+def test_a_member_that_sees_a_subsample_encodes_by_every_train_row():
+    rng = np.random.default_rng(17)
+    n = 400
+    code = rng.integers(0, 8, n)
+    X = np.column_stack([rng.normal(size=n), code]).astype(float)
+    y = X[:, 0] + rng.normal(size=8)[code]
+    reg = PFNRegressor(n_estimators=5, max_train_rows=100, select_features=False, random_state=0, show_progress=False)
+    reg.fit(X, y)
+    member = reg.members_[4]
+    assert isinstance(member.transform, TargetEncodedColumns)
+    z = (y - reg.y_mean_) / reg.y_scale_
+    np.testing.assert_allclose(member.transform.encoder_.target_mean_, z.mean(), rtol=1e-5, atol=1e-6)
+    every_row = PFNRegressor(n_estimators=5, select_features=False, random_state=0, show_progress=False).fit(X, y)
+    rows = member.cache[0][0].shape[-2], every_row.members_[4].cache[0][0].shape[-2]  # cached rows (+ thinking rows)
+    assert rows[1] - rows[0] == n - 100  # the context holds the member's 100 rows only
+
+
+def test_a_many_level_category_with_a_strong_effect_is_learned():
+    """A 40-level city column (more levels than a numeric column is target-encoded for): its
+    ordinal codes are in arbitrary order, its target encoding is not."""
+    rng = np.random.default_rng(18)
+    n = 1400
+    city = rng.integers(0, 40, n)
+    x = rng.normal(size=(n, 3))
+    y = 1.5 * rng.normal(size=40)[city] + 0.5 * x[:, 0] + 0.3 * rng.normal(size=n)
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(city=[f"city {c}" for c in city])
+    reg = PFNRegressor(random_state=0, show_progress=False).fit(frame[:700], y[:700])
+    assert reg.score(frame[700:], y[700:]) > 0.85
