@@ -1,12 +1,15 @@
-"""How sure a BO surrogate is at the points it has evaluated (a diagnostic of ``pfn bench bo``).
+"""How well a BO surrogate knows the function (a diagnostic of ``pfn bench bo``).
 
-For each test function, the surrogate sees n scrambled-Sobol points with their values
-(standardised as :class:`pfn.bo.Optimizer` does) and predicts at those same points: a GP on
-noise-free values would put its mean on each value with a spread near zero. Printed per
-function and n: the mean absolute error of the predictive mean and the mean predictive
-standard deviation, in standardised units.
+- ``spread``: the surrogate sees n scrambled-Sobol points with their values (standardised as
+  :class:`pfn.bo.Optimizer` does) and predicts at those same points: a GP on noise-free values
+  would put its mean on each value with a spread near zero. Per function and n: the mean
+  absolute error of the predictive mean and the mean predictive standard deviation.
+- ``held_out``: n uniform random points, their values z-scored; the mean squared error of the
+  predictive mean at 300 other random points, for the surrogate and for BoTorch's SingleTaskGP
+  with its hyperparameters fitted (5 random designs per function and n).
 
-Run: ``python -m benchmarks.bo_spread MODEL [MODEL ...]`` (a shipped name or a card path).
+All in standardised units. Run: ``python -m benchmarks.bo_spread MODEL [MODEL ...]`` (a shipped
+name or a card path); ``--held-out`` prints the second table instead.
 """
 
 from __future__ import annotations
@@ -44,12 +47,47 @@ def spread(model_name: str) -> dict[str, tuple[float, float]]:
     return out
 
 
-def main(names: list[str]) -> None:
+def held_out(model_name: str, designs: int = 5, test_points: int = 300) -> dict[str, tuple[float, float]]:
+    """{"Hartmann-3, n=40": (the surrogate's mean squared error, the fitted GP's), ...}."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    model = load(model_name)
+    out = {}
+    for name, dim in FUNCTIONS:
+        bounds, func, _ = _botorch_function(name, dim)
+        lo, hi = np.array(bounds).T
+        for n in POINTS:
+            errors = []
+            for seed in range(designs):
+                rng = np.random.default_rng(seed)
+                u, q = rng.random((n, len(lo))), rng.random((test_points, len(lo)))  # [n, d], [t, d]
+                y, yq = (np.array([func(p) for p in lo + (hi - lo) * points]) for points in (u, q))
+                z, zq = (y - y.mean()) / y.std(), (yq - y.mean()) / y.std()
+                pfn_mean = model.predict(u, z, q).mean().numpy()
+                gp = SingleTaskGP(torch.as_tensor(u), torch.as_tensor(z)[:, None])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # BoTorch's notes on input scaling
+                    fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+                with torch.no_grad():
+                    gp_mean = gp.posterior(torch.as_tensor(q)).mean[:, 0].numpy()
+                errors.append((np.mean((pfn_mean - zq) ** 2), np.mean((gp_mean - zq) ** 2)))
+            out[f"{name}-{len(lo)}, n={n}"] = tuple(float(e) for e in np.mean(errors, axis=0))
+    return out
+
+
+def main(args: list[str]) -> None:
     torch.set_num_threads(1)
+    names = [a for a in args if a != "--held-out"] or ["bo"]
     for name in names:
-        for key, (error, std) in spread(name).items():
-            print(f"{name}  {key:18s}  error {error:.3f}  std {std:.3f}")
+        if "--held-out" in args:
+            for key, (pfn_error, gp_error) in held_out(name).items():
+                print(f"{name}  {key:18s}  mse {pfn_error:.3f}  fitted GP {gp_error:.3f}")
+        else:
+            for key, (error, std) in spread(name).items():
+                print(f"{name}  {key:18s}  error {error:.3f}  std {std:.3f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["bo"])
+    main(sys.argv[1:])

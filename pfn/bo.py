@@ -41,6 +41,13 @@ from pfn.inference import PFN, _finite_outputs, load
 
 ACQUISITIONS = ("EI", "PI", "UCB")
 DEFAULT_MODEL = "bo"
+# The trust region (after TuRBO, Eriksson et al. 2019), in unit-cube widths: its side starts at
+# REGION_START, doubles (up to REGION_MAX) after REGION_SUCCESSES improvements in a row, halves
+# after max(2, ceil(D / 2)) evaluations in a row that do not improve by REGION_MARGIN of the best
+# value, and starts again once below REGION_MIN.
+REGION_START, REGION_MIN, REGION_MAX = 0.8, 2.0**-6, 1.6
+REGION_SUCCESSES = 3
+REGION_MARGIN = 1e-3
 _SQRT_2PI = math.sqrt(2 * math.pi)
 
 
@@ -192,8 +199,11 @@ class Optimizer:
     from a scrambled Sobol sequence before the surrogate is used. acq_func: "EI" (expected
     improvement), "PI" (probability of improvement) or "UCB" (the Φ(-kappa)-quantile, lowest
     first). n_candidates: random candidates per ask, to which the local refinement adds
-    perturbations of the best ones. model: a shipped checkpoint's name, a path or a loaded
-    :class:`~pfn.inference.PFN`. random_state: None, an int or a numpy RandomState.
+    perturbations of the best ones. trust_region: search a box around the best point whose
+    side grows after improvements and shrinks after failures to improve (after TuRBO; see
+    :func:`trust_region_side`), the surrogate seeing the points inside it in the box's own
+    coordinates; False searches the whole space. model: a shipped checkpoint's name, a path or
+    a loaded :class:`~pfn.inference.PFN`. random_state: None, an int or a numpy RandomState.
     """
 
     def __init__(
@@ -203,6 +213,7 @@ class Optimizer:
         acq_func: str = "EI",
         kappa: float = 1.96,
         n_candidates: int = 500,
+        trust_region: bool = True,
         model: str | PFN = DEFAULT_MODEL,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
@@ -218,11 +229,14 @@ class Optimizer:
             raise ValueError(f"n_candidates must be a positive integer, got {n_candidates!r}")
         if not (isinstance(kappa, numbers.Real) and kappa > 0):
             raise ValueError(f"kappa must be a positive number, got {kappa!r}")
+        if not isinstance(trust_region, bool):
+            raise TypeError(f"trust_region must be True or False, got {trust_region!r}")
         self.dimensions = [_dimension(spec, i) for i, spec in enumerate(dimensions)]
         self.n_initial_points = int(n_initial_points)
         self.acq_func = acq_func
         self.kappa = float(kappa)
         self.n_candidates = int(n_candidates)
+        self.trust_region = trust_region
         self.model = model if isinstance(model, PFN) else load(model)
         width = sum(d.width for d in self.dimensions)
         if width > self.model.config.n_features:
@@ -302,11 +316,10 @@ class Optimizer:
             start += dim.width
         return snapped
 
-    def _train_rows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """The surrogate's train rows from the encoded points x [n, D]: the points kept [n', D],
-        transformed values [n'] (failed points at the worst value) and the incumbent (the lowest
-        transformed value)."""
-        y = np.asarray(self.yi, dtype=np.float64)
+    def _train_rows(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The surrogate's train rows from points x [n, D] with values y [n] (NaN: failed): the
+        points kept [n', D], transformed values [n'] (failed points at the worst value) and the
+        incumbent (the lowest transformed value)."""
         ok = np.isfinite(y)
         if len(y) > self.max_train:  # the lowest values (failed points last) up to the model's context
             keep = np.argsort(np.where(ok, y, np.inf), kind="stable")[: self.max_train]
@@ -314,29 +327,85 @@ class Optimizer:
         z = np.zeros_like(y)
         if ok.sum() > 1 and np.ptp(y[ok]) > 0:
             z[ok] = _power_standardise(y[ok])
-        z[~ok] = z[ok].max()
-        return x, z, float(z[ok].min())
+        z[~ok] = z[ok].max() if ok.any() else 0.0
+        return x, z, float(z[ok].min()) if ok.any() else 0.0
 
-    def _maximise_acquisition(self) -> list[Any]:
-        """The unit-cube point of highest acquisition among random candidates and local
-        perturbations of the best of them (three rounds of shrinking steps), neither evaluated
-        before nor closer to a failed point than to every other evaluated point."""
+    def _region(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The box searched, as its lower corner and sides [D] each in the unit cube: the whole
+        cube without a trust region; else a box of side :func:`trust_region_side` centred on
+        the best point (categories keep their whole one-hot range), clipped to the cube and
+        grown to hold the max(5, D + 2) evaluated points nearest the best one."""
+        width = x.shape[1]
+        if not self.trust_region:
+            return np.zeros(width), np.ones(width)
+        ok = np.isfinite(y)
+        centre = x[ok][np.argmin(y[ok])]  # [D]
+        half = 0.5 * trust_region_side(y, self.n_initial_points, width)
+        lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+        start = 0
+        for dim in self.dimensions:
+            if dim.kind == "categorical":
+                lo[start : start + dim.width], hi[start : start + dim.width] = 0.0, 1.0
+            start += dim.width
+        nearest = np.argsort(np.abs(x - centre).max(1), kind="stable")[: max(5, width + 2)]
+        lo, hi = np.minimum(lo, x[nearest].min(0)), np.maximum(hi, x[nearest].max(0))
+        return lo, np.maximum(hi - lo, 1e-9)
+
+    def _maximise_acquisition(self) -> np.ndarray:
+        """The unit-cube point of highest acquisition in the searched box (see _region) among
+        random candidates and local perturbations of the best of them (three rounds of
+        shrinking steps), neither evaluated before nor closer to a failed point than to every
+        other evaluated point. The surrogate sees the evaluated points inside the box, in the
+        box's coordinates (the box mapped onto the unit cube)."""
         x_all = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)  # [n, D]
-        x_train, y_train, best = self._train_rows(x_all)
+        y_all = np.asarray(self.yi, dtype=np.float64)  # [n]
+        lo, span = self._region(x_all, y_all)  # [D] each
+        inside = np.all((x_all >= lo - 1e-12) & (x_all <= lo + span + 1e-12), axis=1)  # [n]
+        x_train, y_train, best = self._train_rows((x_all[inside] - lo) / span, y_all[inside])
         score = _Acquisition(self.model, x_train, y_train, best, self.acq_func, self.kappa)
         width = x_train.shape[1]
+
+        def snap(u: np.ndarray) -> np.ndarray:  # box coordinates [m, D] onto the space's grid
+            return np.clip((self._snap(lo + span * np.clip(u, 0, 1)) - lo) / span, 0, 1)
+
         candidates = [self.rng.random_sample((self.n_candidates, width))]
         top = self.rng.choice(np.argsort(y_train)[:5], 100)  # perturbations of the best points observed
-        candidates.append(np.clip(x_train[top] + 0.05 * self.rng.standard_normal((100, width)), 0, 1))
-        u = self._snap(np.concatenate(candidates))
+        candidates.append(x_train[top] + 0.05 * self.rng.standard_normal((100, width)))
+        u = snap(np.concatenate(candidates))
         values = score(u)
         for step in (0.1, 0.03, 0.01):
             starts = u[np.argsort(-values)[:10]]
-            local = self._snap(np.clip(starts.repeat(20, 0) + step * self.rng.standard_normal((200, width)), 0, 1))
+            local = snap(starts.repeat(20, 0) + step * self.rng.standard_normal((200, width)))
             u, values = np.concatenate([u, local]), np.concatenate([values, score(local)])
-        failed = ~np.isfinite(np.asarray(self.yi))
-        pick = _best_allowed(u, values, x_all, failed)
-        return u[pick] if pick is not None else self._snap(self.rng.random_sample((1, width)))[0]
+        points = self._snap(lo + span * u)  # [m, D] in the unit cube
+        pick = _best_allowed(points, values, x_all, ~np.isfinite(y_all))
+        return points[pick] if pick is not None else self._snap(self.rng.random_sample((1, width)))[0]
+
+
+def trust_region_side(values: np.ndarray, n_initial: int, width: int) -> float:
+    """The trust region's side after the values [n] told so far (NaN: failed), replayed in
+    order from the first value after the ``n_initial`` initial ones (see REGION_START): an
+    improvement beats the best value before it by more than REGION_MARGIN of its size; a
+    failed evaluation is a failure to improve. ``width``: the unit cube's dimension D."""
+    patience = max(2, math.ceil(width / 2))
+    side, successes, failures = REGION_START, 0, 0
+    start = max(n_initial, 1)
+    before = values[:start][np.isfinite(values[:start])]
+    best = float(before.min()) if len(before) else math.inf
+    for value in values[start:]:
+        if math.isfinite(value) and (not math.isfinite(best) or value < best - REGION_MARGIN * abs(best)):
+            successes, failures = successes + 1, 0
+        else:
+            successes, failures = 0, failures + 1
+        if math.isfinite(value):
+            best = min(best, float(value))
+        if successes == REGION_SUCCESSES:
+            side, successes = min(2 * side, REGION_MAX), 0
+        if failures == patience:
+            side, failures = side / 2, 0
+        if side < REGION_MIN:
+            side = REGION_START
+    return side
 
 
 def _best_allowed(u: np.ndarray, values: np.ndarray, x: np.ndarray, failed: np.ndarray) -> int | None:
@@ -424,14 +493,18 @@ def minimize(
     acq_func: str = "EI",
     random_state: int | np.random.RandomState | None = None,
     model: str | PFN = DEFAULT_MODEL,
+    trust_region: bool = True,
 ) -> OptimizeResult:
     """Minimise ``func`` (a list of values, one per dimension -> a number) over ``dimensions`` in
     ``n_calls`` evaluations, like ``skopt.gp_minimize``. A call that raises or returns NaN or
     infinity is recorded as failed (NaN in ``func_vals``) and its region avoided. Returns an
-    OptimizeResult with ``x``, ``fun``, ``x_iters``, ``func_vals`` and ``n_failed``."""
+    OptimizeResult with ``x``, ``fun``, ``x_iters``, ``func_vals`` and ``n_failed``. ``trust_region``:
+    see :class:`Optimizer`."""
     if isinstance(n_calls, bool) or not isinstance(n_calls, numbers.Integral) or n_calls < 1:
         raise ValueError(f"n_calls must be a positive integer, got {n_calls!r}")
-    opt = Optimizer(dimensions, n_initial_points, acq_func, model=model, random_state=random_state)
+    opt = Optimizer(
+        dimensions, n_initial_points, acq_func, trust_region=trust_region, model=model, random_state=random_state
+    )
     for _ in range(n_calls):
         x = opt.ask()
         try:

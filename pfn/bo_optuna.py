@@ -70,7 +70,13 @@ class PFNSampler(BaseSampler):
         if sum(t.state == TrialState.COMPLETE for t in finished) < max(self.n_startup_trials, 1):
             return {}
         dims = [_dimension(search_space[name]) for name in names]
-        opt = Optimizer(dims, n_initial_points=0, acq_func=self.acq_func, model=self.model, random_state=self._rng)
+        opt = Optimizer(  # the startup trials count as its initial points (they start its trust region)
+            dims,
+            n_initial_points=self.n_startup_trials,
+            acq_func=self.acq_func,
+            model=self.model,
+            random_state=self._rng,
+        )
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         for t in finished:
             value = sign * t.value if t.state == TrialState.COMPLETE and t.value is not None else math.nan

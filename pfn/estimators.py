@@ -548,11 +548,12 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     n_estimators : ensemble members; they differ in feature order, class-label permutation,
         columns and input transform, as the class's ``SCHEDULE`` says (some replace the
         categorical columns and the columns with 3..30 distinct values by their cross-fitted
-        target encodings, the shares of each class per value). 1 is exact and deterministic. With k classes, more than the model's
-        head (10), each member makes 2 random partitions of the classes into ceil(k / 10)
-        groups and runs one forward pass per group on the rows of its classes (2 ceil(k / 10)
-        passes per member; ``members_`` lists the passes); the passes' probabilities given
-        the group are coupled into one distribution (pfn.estimators.couple_groups).
+        target encodings, the shares of each class per value). 1 is exact and deterministic.
+        With k classes, more than the model's head (10), each member makes 2 random
+        partitions of the classes into ceil(k / 10) groups and runs one forward pass per group
+        on the rows of its classes (2 ceil(k / 10) passes per member; ``members_`` lists the
+        passes); the passes' probabilities given the group are coupled into one distribution
+        (pfn.estimators.couple_groups).
     select_features : rank the columns by a random forest's importance and let the members see
         only the top ones, as many as two-fold in-context validation on the train rows prefers
         (all, half, a quarter, ... down to 2; see pfn.selection). Fixed seeds: deterministic.
@@ -785,8 +786,8 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     mapped back onto the model's buckets. Members 1 and 3
     see the inputs through a Yeo-Johnson power transform; members 4..7 see every categorical
     column (any number of levels) and every column with 3..30 distinct values (ratings, small
-    counts) replaced by its cross-fitted target encoding (pfn.preprocessing.TargetEncodedColumns), in every pairing of target
-    transform and column set; from member 8 the cycle repeats. (Unlike the classifier's, no
+    counts) replaced by its cross-fitted target encoding (pfn.preprocessing.TargetEncodedColumns),
+    in every pairing of target transform and column set; from member 8 the cycle repeats. (Unlike the classifier's, no
     member sees its inputs through a quantile transform.) Members' predictive distributions
     are mixed with their stacking weights.
     Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg".

@@ -68,7 +68,7 @@ def test_candidate_scores_match_a_plain_forward_pass(model, acq_func):
     rows together and the acquisition functions applied to its bar distribution."""
     opt = _told(model, acq_func)
     x_all = np.asarray([opt._encode(p) for p in opt.Xi])
-    x_train, y_train, best = opt._train_rows(x_all)
+    x_train, y_train, best = opt._train_rows(x_all, np.asarray(opt.yi))
     acquisition = bo._Acquisition(model, x_train, y_train, best, acq_func, opt.kappa)
     u = np.random.default_rng(1).random((300, 3))
     dist = model.predict(x_train, y_train, u)
@@ -292,3 +292,56 @@ def test_spread_diagnostic_reports_error_and_spread_at_evaluated_points():
     figures = spread("bo")
     assert len(figures) == len(FUNCTIONS) * len(POINTS)
     assert all(0 <= error < 1 and 0 < std < 2 for error, std in figures.values())
+
+
+def test_held_out_diagnostic_compares_the_surrogate_with_a_fitted_gp():
+    from benchmarks.bo_spread import FUNCTIONS, POINTS, held_out
+
+    figures = held_out("bo", designs=1, test_points=50)
+    assert len(figures) == len(FUNCTIONS) * len(POINTS)
+    assert all(0 < pfn_error < 5 and 0 < gp_error < 5 for pfn_error, gp_error in figures.values())
+    assert figures["Branin-2, n=40"][1] < figures["Branin-2, n=15"][1]  # more points, a better fit
+
+
+def test_trust_region_side_doubles_after_successes_halves_after_failures_and_restarts():
+    d = 4  # patience: max(2, ceil(4 / 2)) = 2 failures in a row
+    initial = [5.0, 4.0]
+    assert bo.trust_region_side(np.array(initial), 2, d) == bo.REGION_START
+    three_better = np.array(initial + [3.0, 2.0, 1.0])
+    assert bo.trust_region_side(three_better, 2, d) == pytest.approx(min(2 * bo.REGION_START, bo.REGION_MAX))
+    two_worse = np.array(initial + [4.0, math.nan])  # a tie and a failure: two failures to improve
+    assert bo.trust_region_side(two_worse, 2, d) == pytest.approx(bo.REGION_START / 2)
+    barely = np.array(initial + [4.0 * (1 - bo.REGION_MARGIN / 2)] * 2)  # within the margin: no improvement
+    assert bo.trust_region_side(barely, 2, d) == pytest.approx(bo.REGION_START / 2)
+    halvings = math.ceil(math.log2(bo.REGION_START / bo.REGION_MIN))  # then it starts again
+    assert bo.trust_region_side(np.array(initial + [9.0] * (2 * halvings - 2)), 2, d) < bo.REGION_START
+    assert bo.trust_region_side(np.array(initial + [9.0] * (2 * halvings)), 2, d) == bo.REGION_START
+
+
+def test_trust_region_box_is_centred_on_the_best_point_and_spares_categories(model):
+    opt = bo.Optimizer([(0.0, 1.0), (0.0, 1.0), ["a", "b"]], n_initial_points=2, model=model, random_state=0)
+    rng = np.random.default_rng(3)
+    points = [[float(rng.random()), float(rng.random()), "a" if i % 2 else "b"] for i in range(30)]
+    for x in sorted(points, key=lambda x: (x[0] - 0.4) ** 2 + (x[1] - 0.6) ** 2):  # best first: no improvement
+        opt.tell(x, (x[0] - 0.4) ** 2 + (x[1] - 0.6) ** 2)
+    x_all = np.asarray([opt._encode(p) for p in opt.Xi])
+    y_all = np.asarray(opt.yi)
+    lo, span = opt._region(x_all, y_all)
+    best = x_all[np.argmin(y_all)]
+    side = bo.trust_region_side(y_all, 2, 4)
+    assert side == pytest.approx(bo.REGION_START / 4)  # 14 halvings, two restarts after the 6th and 12th
+    assert np.all(lo[:2] <= np.maximum(best[:2] - side / 2, 0) + 1e-12)  # holds the box around the best point
+    assert np.all(lo[:2] + span[:2] >= np.minimum(best[:2] + side / 2, 1) - 1e-12)
+    np.testing.assert_array_equal(lo[2:], 0.0)
+    np.testing.assert_array_equal(span[2:], 1.0)  # the one-hot columns keep their whole range
+    inside = np.all((x_all >= lo - 1e-12) & (x_all <= lo + span + 1e-12), axis=1)
+    assert inside.sum() >= max(5, 4 + 2)  # grown to hold the points nearest the best one
+    for _ in range(3):  # proposals lie in the box
+        point = np.asarray(opt._encode(opt.ask()))
+        assert np.all(point >= lo - 1e-9) and np.all(point <= lo + span + 1e-9)
+    everywhere = bo.Optimizer([(0.0, 1.0)] * 2, model=model, trust_region=False)
+    lo, span = everywhere._region(x_all[:, :2], y_all)
+    np.testing.assert_array_equal(lo, 0.0)
+    np.testing.assert_array_equal(span, 1.0)
+    with pytest.raises(TypeError, match="trust_region must be True or False"):
+        bo.Optimizer([(0.0, 1.0)], model=model, trust_region="yes")
