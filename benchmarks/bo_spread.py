@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,21 +30,27 @@ FUNCTIONS = (("Hartmann", 3), ("Hartmann", 6), ("Branin", None), ("Levy", 6))
 POINTS = (15, 40)
 
 
-def spread(model_name: str) -> dict[str, tuple[float, float]]:
-    """{"Hartmann-6, n=40": (mean |mean - value|, mean standard deviation), ...} for the model."""
-    model = load(model_name)
-    out = {}
+def _cases() -> Iterator[tuple[str, np.ndarray, np.ndarray, Callable[[np.ndarray], float], int]]:
+    """(label, lower and upper bounds [d] each, the function, n) for every function and n."""
     for name, dim in FUNCTIONS:
         bounds, func, _ = _botorch_function(name, dim)
         lo, hi = np.array(bounds).T
         for n in POINTS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Sobol's note on sample sizes that are not powers of 2
-                u = qmc.Sobol(len(lo), seed=1).random(n)  # [n, d] in the unit cube
-            z = _power_standardise(np.array([func(p) for p in lo + (hi - lo) * u]))  # [n]
-            dist = model.predict(u, z, u)
-            error = float(np.abs(dist.mean().numpy() - z).mean())
-            out[f"{name}-{len(lo)}, n={n}"] = (error, float(dist.variance().sqrt().numpy().mean()))
+            yield f"{name}-{len(lo)}, n={n}", lo, hi, func, n
+
+
+def spread(model_name: str) -> dict[str, tuple[float, float]]:
+    """{"Hartmann-6, n=40": (mean |mean - value|, mean standard deviation), ...} for the model."""
+    model = load(model_name)
+    out = {}
+    for label, lo, hi, func, n in _cases():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Sobol's note on sample sizes that are not powers of 2
+            u = qmc.Sobol(len(lo), seed=1).random(n)  # [n, d] in the unit cube
+        z = _power_standardise(np.array([func(p) for p in lo + (hi - lo) * u]))  # [n]
+        dist = model.predict(u, z, u)
+        error = float(np.abs(dist.mean().numpy() - z).mean())
+        out[label] = (error, float(dist.variance().sqrt().numpy().mean()))
     return out
 
 
@@ -55,25 +62,22 @@ def held_out(model_name: str, designs: int = 5, test_points: int = 300) -> dict[
 
     model = load(model_name)
     out = {}
-    for name, dim in FUNCTIONS:
-        bounds, func, _ = _botorch_function(name, dim)
-        lo, hi = np.array(bounds).T
-        for n in POINTS:
-            errors = []
-            for seed in range(designs):
-                rng = np.random.default_rng(seed)
-                u, q = rng.random((n, len(lo))), rng.random((test_points, len(lo)))  # [n, d], [t, d]
-                y, yq = (np.array([func(p) for p in lo + (hi - lo) * points]) for points in (u, q))
-                z, zq = (y - y.mean()) / y.std(), (yq - y.mean()) / y.std()
-                pfn_mean = model.predict(u, z, q).mean().numpy()
-                gp = SingleTaskGP(torch.as_tensor(u), torch.as_tensor(z)[:, None])
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # BoTorch's notes on input scaling
-                    fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
-                with torch.no_grad():
-                    gp_mean = gp.posterior(torch.as_tensor(q)).mean[:, 0].numpy()
-                errors.append((np.mean((pfn_mean - zq) ** 2), np.mean((gp_mean - zq) ** 2)))
-            out[f"{name}-{len(lo)}, n={n}"] = tuple(float(e) for e in np.mean(errors, axis=0))
+    for label, lo, hi, func, n in _cases():
+        errors = []
+        for seed in range(designs):
+            rng = np.random.default_rng(seed)
+            u, q = rng.random((n, len(lo))), rng.random((test_points, len(lo)))  # [n, d], [t, d]
+            y, yq = (np.array([func(p) for p in lo + (hi - lo) * points]) for points in (u, q))
+            z, zq = (y - y.mean()) / y.std(), (yq - y.mean()) / y.std()
+            pfn_mean = model.predict(u, z, q).mean().numpy()
+            gp = SingleTaskGP(torch.as_tensor(u), torch.as_tensor(z)[:, None])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # BoTorch's notes on input scaling
+                fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+            with torch.no_grad():
+                gp_mean = gp.posterior(torch.as_tensor(q)).mean[:, 0].numpy()
+            errors.append((np.mean((pfn_mean - zq) ** 2), np.mean((gp_mean - zq) ** 2)))
+        out[label] = tuple(float(e) for e in np.mean(errors, axis=0))
     return out
 
 
