@@ -345,3 +345,13 @@ def test_trust_region_box_is_centred_on_the_best_point_and_spares_categories(mod
     np.testing.assert_array_equal(span, 1.0)
     with pytest.raises(TypeError, match="trust_region must be True or False"):
         bo.Optimizer([(0.0, 1.0)], model=model, trust_region="yes")
+
+
+def test_holdout_check_runs_both_searches_on_functions_the_benchmark_does_not_use():
+    from benchmarks.bo import problems
+    from benchmarks.bo_holdout import FUNCTIONS, regrets
+
+    assert not {f"{name.lower()}-{dim}" for name, dim in FUNCTIONS} & {p.name for p in problems(False)}
+    figures = regrets("bo", seeds=1, n_calls=8)
+    assert len(figures) == len(FUNCTIONS)
+    assert all(0 <= a < 2 and 0 <= b < 2 for a, b in figures.values())
