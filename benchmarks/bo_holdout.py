@@ -15,9 +15,8 @@ import sys
 
 import numpy as np
 import torch
-from scipy.stats import qmc
 
-from benchmarks.bo import _botorch_function
+from benchmarks.bo import Problem, _botorch_function, _median_value
 from pfn import bo
 from pfn.inference import load
 
@@ -32,8 +31,7 @@ def regrets(model_name: str = "bo", seeds: int = SEEDS, n_calls: int = N_CALLS) 
     out = {}
     for name, dim in FUNCTIONS:
         bounds, func, optimum = _botorch_function(name, dim)
-        lo, hi = np.array(bounds).T
-        median = float(np.median([func(p) for p in qmc.scale(qmc.Sobol(len(lo), seed=0).random_base2(10), lo, hi)]))
+        median = _median_value(Problem(name, bounds, func, optimum, median_points=10))
         pair = []
         for trust_region in (True, False):
             best = [
@@ -41,7 +39,7 @@ def regrets(model_name: str = "bo", seeds: int = SEEDS, n_calls: int = N_CALLS) 
                 for s in range(seeds)
             ]
             pair.append(float(np.mean(np.clip((np.array(best) - optimum) / (median - optimum), 0, None))))
-        out[f"{name}-{len(lo)}"] = (pair[0], pair[1])
+        out[f"{name}-{len(bounds)}"] = (pair[0], pair[1])
     return out
 
 

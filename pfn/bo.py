@@ -317,9 +317,9 @@ class Optimizer:
         return snapped
 
     def _train_rows(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """The surrogate's train rows from points x [n, D] with values y [n] (NaN: failed): the
-        points kept [n', D], transformed values [n'] (failed points at the worst value) and the
-        incumbent (the lowest transformed value)."""
+        """The surrogate's train rows from points x [n, D] with values y [n] (NaN: failed; at
+        least one finite): the points kept [n', D], transformed values [n'] (failed points at
+        the worst value) and the incumbent (the lowest transformed value)."""
         ok = np.isfinite(y)
         if len(y) > self.max_train:  # the lowest values (failed points last) up to the model's context
             keep = np.argsort(np.where(ok, y, np.inf), kind="stable")[: self.max_train]
@@ -327,8 +327,8 @@ class Optimizer:
         z = np.zeros_like(y)
         if ok.sum() > 1 and np.ptp(y[ok]) > 0:
             z[ok] = _power_standardise(y[ok])
-        z[~ok] = z[ok].max() if ok.any() else 0.0
-        return x, z, float(z[ok].min()) if ok.any() else 0.0
+        z[~ok] = z[ok].max()
+        return x, z, float(z[ok].min())
 
     def _region(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The box searched, as its lower corner and sides [D] each in the unit cube: the whole
