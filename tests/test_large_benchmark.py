@@ -1,11 +1,13 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks import large
-from benchmarks.tabular import DataLayoutError, Table
+from benchmarks.tabular import DataLayoutError, Table, pfn_fingerprint
+from pfn.checkpoint import read_card, resolve, shipped_names
 from pfn.cli import main
 from pfn.config import ConfigError
 
@@ -196,3 +198,13 @@ def test_gains_and_targets_compare_the_pfn_with_lightgbm_and_catboost(tmp_path, 
         "time_at_most_catboost": True,
         "memory_under_target": True,
     }
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_published_results_are_for_the_shipped_weights_and_inference_code(task):
+    """docs/results/large holds PFN figures of the shipped model and today's inference code."""
+    result = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "large" / "large.json").read_text())
+    section = result["tasks"][task]
+    card = read_card(resolve(section["model"]))
+    assert section["model"] in shipped_names()
+    assert (section["weights_sha256"], section["pfn_fingerprint"]) == (card["weights_sha256"], pfn_fingerprint(card))

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from benchmarks.tabular import (
     split,
     tasks_in,
 )
+from pfn.checkpoint import read_card, resolve, shipped_names
 from pfn.cli import main
 
 
@@ -156,3 +158,21 @@ def test_pfn_figures_are_redone_when_the_weights_settings_or_inference_code_chan
     assert result["tasks"]["classification"]["tables"]["t"]["100"] == figures
     _begin_task(result, "classification", "m", "a" * 64, "changed inference code", pfn_runs=True)
     assert result["tasks"]["classification"]["tables"]["t"]["100"] == {"kNN": figures["kNN"]}
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "tabular" / "tabular.json"
+
+
+@pytest.mark.parametrize("task, metric", [("classification", "roc_auc"), ("regression", "r2")])
+def test_the_shipped_cards_and_the_published_results_describe_the_same_weights(task, metric):
+    """The published JSON's PFN figures are for the shipped weights and inference code, and the
+    shipped card records the same figures (`--update-card`), so neither is left behind."""
+    result = json.loads(RESULTS.read_text())
+    section = result["tasks"][task]
+    card = read_card(resolve(section["model"]))
+    assert section["model"] in shipped_names()
+    assert section["weights_sha256"] == card["weights_sha256"]
+    assert section["pfn_fingerprint"] == pfn_fingerprint(card)
+    recorded = card["quality"]["tabular"]
+    for cap, summary in result["summary"][task].items():
+        assert recorded[cap]["PFN"][metric] == round(summary["learners"]["PFN"][metric], 4)
