@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import published_pfn_card
 
 from benchmarks import large
-from benchmarks.tabular import DataLayoutError, Table, pfn_fingerprint
-from pfn.checkpoint import read_card, resolve, shipped_names
+from benchmarks.tabular import DataLayoutError, Table
 from pfn.cli import main
 from pfn.config import ConfigError
 
@@ -204,7 +204,4 @@ def test_gains_and_targets_compare_the_pfn_with_lightgbm_and_catboost(tmp_path, 
 def test_the_published_results_are_for_the_shipped_weights_and_inference_code(task):
     """docs/results/large holds PFN figures of the shipped model and today's inference code."""
     result = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "large" / "large.json").read_text())
-    section = result["tasks"][task]
-    card = read_card(resolve(section["model"]))
-    assert section["model"] in shipped_names()
-    assert (section["weights_sha256"], section["pfn_fingerprint"]) == (card["weights_sha256"], pfn_fingerprint(card))
+    published_pfn_card(result["tasks"][task])
