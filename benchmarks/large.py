@@ -278,7 +278,10 @@ def run(
                 task=task,
                 model=models[task],
                 weights=card["weights_sha256"],
-                fingerprint=pfn_fingerprint(card),
+                fingerprints={
+                    name: pfn_fingerprint(card, fine_tuning="fine_tune" in parameters)
+                    for name, parameters in VARIANTS.items()
+                },
                 variants_run=any(n in VARIANTS and n not in missing for n in chosen),
                 missing=missing,
                 checked=[n for n in chosen if n in VARIANTS],
@@ -323,30 +326,33 @@ def _begin_task(
     task: str,
     model: str,
     weights: str,
-    fingerprint: str,
+    fingerprints: dict[str, str],
     variants_run: bool,
     missing: dict[str, str],
     checked: list[str],
     left_out: dict[str, int],
 ) -> None:
     """Add the task's section; record which variants are not available (forget those that now
-    are); when a PFN variant runs with other weights or inference code than before, drop the
-    variants' figures."""
+    are); when a PFN variant runs, drop the figures of every variant measured with other weights
+    or inference code (``fingerprints``: variant -> its :func:`benchmarks.tabular.pfn_fingerprint`)."""
     section = result["tasks"].setdefault(task, {"model": model, "tables": {}, "not_available": {}, "left_out": {}})
     for name in checked:
         section["not_available"].pop(name, None)
     section["not_available"].update(missing)
     section["left_out"].update(left_out)
-    if variants_run and section.get("pfn_fingerprint") != fingerprint:
-        dropped = sum(
-            per_cap.pop(name, None) is not None
-            for entry in section["tables"].values()
-            for per_cap in entry["caps"].values()
-            for name in VARIANTS
-        )
-        if dropped:
-            print(f"{task}: the PFN's weights or inference code changed; its {dropped} earlier figures are redone")
-        section.update(model=model, weights_sha256=weights, pfn_fingerprint=fingerprint)
+    if not variants_run:
+        return
+    stored = section.get("pfn_fingerprints", {})
+    changed = [name for name in VARIANTS if stored.get(name) != fingerprints[name]]
+    dropped = sum(
+        per_cap.pop(name, None) is not None
+        for entry in section["tables"].values()
+        for per_cap in entry["caps"].values()
+        for name in changed
+    )
+    if dropped:
+        print(f"{task}: the PFN's weights or inference code changed; its {dropped} earlier figures are redone")
+    section.update(model=model, weights_sha256=weights, pfn_fingerprints=fingerprints)
 
 
 def _store(result: dict[str, Any], table: Table, cap: int, name: str, scores: list[dict[str, float]]) -> None:

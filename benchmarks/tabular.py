@@ -72,7 +72,7 @@ METRICS = {
 # classifier) are not run at larger caps
 MAX_ROWS = {"GP": 500}
 MAIN_METRIC = {"classification": "roc_auc", "regression": "r2"}
-INFERENCE_MODULES = (estimators, finetune, heads, inference, preprocessing, retrieval, selection, transformer)
+INFERENCE_MODULES = (estimators, heads, inference, preprocessing, retrieval, selection, transformer)
 
 
 class DataLayoutError(ConfigError):
@@ -415,11 +415,11 @@ def run(
     return result
 
 
-def pfn_fingerprint(card: dict[str, Any]) -> str:
+def pfn_fingerprint(card: dict[str, Any], fine_tuning: bool = False) -> str:
     """sha256 of the PFN's weights' sha256, the card's settings that the estimators read (the
     classifier's softmax temperature, the regressor's tail scales) and the source of the modules
-    that turn them into predictions: figures measured with other weights, settings or inference
-    code are redone."""
+    that turn them into predictions (with ``fine_tuning``, the fine-tuning module's as well):
+    figures measured with other weights, settings or inference code are redone."""
     classifier = card.get("task") != "regression"
     settings = {
         "temperature": InferenceConfig.from_card(card).softmax_temperature if classifier else None,
@@ -427,7 +427,7 @@ def pfn_fingerprint(card: dict[str, Any]) -> str:
     }
     digest = hashlib.sha256(card["weights_sha256"].encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for module in INFERENCE_MODULES:
+    for module in (*INFERENCE_MODULES, finetune) if fine_tuning else INFERENCE_MODULES:
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()
 

@@ -7,7 +7,7 @@ import pytest
 from helpers import published_pfn_card
 
 from benchmarks import large
-from benchmarks.tabular import DataLayoutError, Table
+from benchmarks.tabular import DataLayoutError, Table, pfn_fingerprint
 from pfn.cli import main
 from pfn.config import ConfigError
 
@@ -85,7 +85,14 @@ def test_a_variant_the_estimator_rejects_is_recorded_as_not_available(tmp_path, 
 
 def test_a_variant_that_becomes_available_is_no_longer_listed_as_missing():
     result = {"tasks": {}}
-    begin = dict(task="regression", model="m", weights="w", fingerprint="f", variants_run=True, left_out={})
+    begin = dict(
+        task="regression",
+        model="m",
+        weights="w",
+        fingerprints=dict.fromkeys(large.VARIANTS, "f"),
+        variants_run=True,
+        left_out={},
+    )
     large._begin_task(result, missing={"PFN-finetune": "TypeError: no"}, checked=["PFN-finetune"], **begin)
     large._begin_task(result, missing={}, checked=["PFN-finetune"], **begin)
     assert result["tasks"]["regression"]["not_available"] == {}
@@ -149,16 +156,20 @@ def _figures(args):
     return {**scores, "train_rows": len(train), **dict.fromkeys(large.COSTS, 1.0)}
 
 
-def test_new_pfn_code_redoes_the_variants_figures_only(capsys):
+def test_new_pfn_code_redoes_the_figures_of_the_variants_it_changes_only(capsys):
     result = {"tasks": {}}
     begin = dict(task="regression", model="m", weights="w", variants_run=True, missing={}, checked=[], left_out={})
-    large._begin_task(result, fingerprint="old", **begin)
-    result["tasks"]["regression"]["tables"]["t"] = {"caps": {"1000": {"PFN": [{}], "LightGBM": [{}]}}}
-    large._begin_task(result, fingerprint="old", **begin)
+    old = {"PFN": "a", "PFN-retrieval": "a", "PFN-finetune": "b"}
+    large._begin_task(result, fingerprints=old, **begin)
+    caps = {"1000": {"PFN": [{}], "PFN-finetune": [{}], "LightGBM": [{}]}}
+    result["tasks"]["regression"]["tables"]["t"] = {"caps": caps}
+    large._begin_task(result, fingerprints=old, **begin)
     assert capsys.readouterr().out == ""
-    large._begin_task(result, fingerprint="new", **begin)
-    assert set(result["tasks"]["regression"]["tables"]["t"]["caps"]["1000"]) == {"LightGBM"}
+    large._begin_task(result, fingerprints={**old, "PFN-finetune": "c"}, **begin)  # the fine-tuning code changed
+    assert set(caps["1000"]) == {"PFN", "LightGBM"}
     assert "its 1 earlier figures are redone" in capsys.readouterr().out
+    large._begin_task(result, fingerprints=dict.fromkeys(old, "d"), **begin)  # the shared inference code changed
+    assert set(caps["1000"]) == {"LightGBM"}
 
 
 def test_a_task_without_a_table_large_enough_is_left_out(tmp_path, monkeypatch):
@@ -202,6 +213,10 @@ def test_gains_and_targets_compare_the_pfn_with_lightgbm_and_catboost(tmp_path, 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_the_published_results_are_for_the_shipped_weights_and_inference_code(task):
-    """docs/results/large holds PFN figures of the shipped model and today's inference code."""
+    """docs/results/large holds PFN figures of the shipped model and today's inference code
+    (and fine-tuning code, for the fine-tuned variant)."""
     result = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "large" / "large.json").read_text())
-    published_pfn_card(result["tasks"][task])
+    section = result["tasks"][task]
+    card = published_pfn_card(section)
+    fingerprints = {name: pfn_fingerprint(card, fine_tuning="fine_tune" in p) for name, p in large.VARIANTS.items()}
+    assert section["pfn_fingerprints"] == fingerprints

@@ -168,6 +168,9 @@ def test_the_shipped_cards_and_the_published_results_describe_the_same_weights(t
     """The published JSON's PFN figures are for the shipped weights and inference code, and the
     shipped card records the same figures (`--update-card`), so neither is left behind."""
     result = json.loads(RESULTS.read_text())
-    recorded = published_pfn_card(result["tasks"][task])["quality"]["tabular"]
+    section = result["tasks"][task]
+    card = published_pfn_card(section)
+    assert section["pfn_fingerprint"] == pfn_fingerprint(card)
+    recorded = card["quality"]["tabular"]
     for cap, summary in result["summary"][task].items():
         assert recorded[cap]["PFN"][metric] == round(summary["learners"]["PFN"][metric], 4)
