@@ -112,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fit a PFN to the prior of a config file (resumes if --out holds a run)")
     p.add_argument("config", help="a TOML recipe, e.g. configs/gp.toml (its stages run in order)")
     p.add_argument("--out", help="run folder (default runs/NAME; earlier stages in OUT/stage-K)")
-    p.add_argument(
-        "--stop-at", type=int, help="end this sitting when the stage in progress reaches this step; resume later"
-    )
+    p.add_argument("--stop-at", type=int, help="stop when the stage in progress reaches this step (rerun to resume)")
     p.add_argument("--dry-run", action="store_true", help="check that every stage resolves, train nothing")
     p.add_argument(
         "--device", default="cpu", help="cpu or cuda (each torchrun process takes the GPU of its local rank)"

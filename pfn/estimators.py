@@ -277,9 +277,12 @@ class _PFNBase(BaseEstimator):
         self.features_, self.wide_features_, self.selection_scores_ = selection.best, selection.wide, selection.scores
         rng = check_random_state(self.random_state)
         plans = [self._plan(i, len(x), stratify, rng) for i in range(self.n_estimators)]
-        # the tuning seed is drawn after the plans: tuning that keeps the untuned weights leaves the fit as without it
-        self.fine_tune_report_ = self._fine_tuned(x, y, int(rng.randint(2**31))) if self.fine_tune else None
         transforms = [self._fit_transform(plan, x) for plan in plans]
+        # the tuning seed is drawn after the plans: tuning that keeps the untuned weights leaves the fit as without it
+        if self.fine_tune:
+            self.fine_tune_report_ = self._fine_tuned(plans, transforms, x, y, stratify, int(rng.randint(2**31)))
+        else:
+            self.fine_tune_report_ = None
         weights = self._member_weights(plans, transforms, x, y, stratify)  # [M]
         self.members_ = [
             self._build(plan, transform, x, y, part, plan.rows)
@@ -293,9 +296,18 @@ class _PFNBase(BaseEstimator):
         from the targets [n] that fit passed on (the model is loaded)."""
         raise NotImplementedError
 
-    def _fine_tuned(self, x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    def _fine_tuned(
+        self,
+        plans: list[_Plan],
+        transforms: list[TransformerMixin | None],
+        x: np.ndarray,
+        y: np.ndarray,
+        stratify: np.ndarray | None,
+        seed: int,
+    ) -> dict[str, Any]:
         """Tune ``pfn_`` on the train rows x [n, f] (the selected columns) with encoded targets
-        y [n] (see pfn.finetune); returns its report."""
+        y [n], the planned ensemble judging the tuned weights on rows tuning never saw (see
+        pfn.finetune); returns its report."""
         from pfn.finetune import FineTuneConfig, FineTuneWarning, fine_tune
 
         if self._task == "classification" and len(self.classes_) > self.pfn_.config.n_outputs:
@@ -309,8 +321,32 @@ class _PFNBase(BaseEstimator):
         steps = FineTuneConfig.steps if self.fine_tune is True else int(self.fine_tune)
         config = FineTuneConfig(steps=steps, seconds=self.fine_tune_seconds, context_rows=self.max_train_rows)
         columns = self.features_[: self.pfn_.config.n_features]
-        self.pfn_, report = fine_tune(self.pfn_, x[:, columns].astype(np.float32), y, config, seed, self.show_progress)
+
+        def score(weights: PFN, context: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, float]:
+            if len(context) > self.max_train_rows:
+                strata = None if stratify is None else stratify[context]
+                rng = np.random.RandomState(SELECTION_SEED)
+                context = context[_subsample(len(context), self.max_train_rows, strata, rng)]
+            untuned, self.pfn_ = self.pfn_, weights
+            try:
+                members = [
+                    self._build(plan, transform, x[context], y[context], part)
+                    for plan, transform in zip(plans, transforms, strict=True)
+                    for part in plan.parts
+                ]
+                outputs = [_Weighted(m, 1.0 / len(members), self._member_forward(m, x[held])) for m in members]
+                return self._held_out_losses(self._mix(outputs), y[held])
+            finally:
+                self.pfn_ = untuned
+
+        x_tune = x[:, columns].astype(np.float32)
+        self.pfn_, report = fine_tune(self.pfn_, x_tune, y, config, seed, self.show_progress, score)
         return report
+
+    def _held_out_losses(self, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """The ensemble's loss on each held-out row from its predictions [h, P] (see _mix) of the
+        encoded targets y [h], and a ranking score of them (higher is better; NaN: none)."""
+        raise NotImplementedError
 
     def _validation_rows(self, n: int, stratify: np.ndarray | None) -> np.ndarray:
         """The train rows that in-context validation uses: all, or a fixed-seed subsample of
@@ -729,6 +765,20 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         coupled = couple_groups(probs, groups, np.ones(len(parts)), len(self.classes_))  # [m, k]
         return float(np.log(np.maximum(coupled[np.arange(len(y_held)), y_held], 1e-12)).mean())
 
+    def _held_out_losses(self, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """The log loss of each row, and the ROC AUC among the classes present (one against the
+        rest, averaged)."""
+        from sklearn.metrics import roc_auc_score
+
+        losses = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))  # [h]
+        present = np.unique(y)
+        if len(present) < 2:
+            return losses, math.nan
+        scores = probs[:, present] / np.maximum(probs[:, present].sum(1, keepdims=True), 1e-300)  # [h, c]
+        if len(present) == 2:
+            return losses, float(roc_auc_score(y == present[1], scores[:, 1]))
+        return losses, float(roc_auc_score(y, scores, multi_class="ovr", labels=present))
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities [m, n_classes]: the members' probabilities mixed with their
         weights, or with more classes than the head, the members' passes over groups of classes
@@ -824,6 +874,14 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         prior had no targets): the tail buckets carry what lies outside."""
         borders = self.pfn_.borders
         return np.clip(self.target_scale_.transform(y), float(borders[0]), float(borders[-1])).astype(np.float32)
+
+    def _held_out_losses(self, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """The negative log density of each row, and minus the squared error of the mean."""
+        import torch
+
+        bar = self._bar(np.log(np.maximum(probs, 1e-300)))
+        losses = bar.nll(torch.as_tensor(y, dtype=torch.float64)).double().numpy()  # [h]
+        return losses, -float(np.mean((bar.mean().double().numpy() - y) ** 2))
 
     def _held_out_score(
         self, x_context: np.ndarray, y_context: np.ndarray, x_held: np.ndarray, y_held: np.ndarray

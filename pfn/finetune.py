@@ -6,11 +6,17 @@ Each step draws ``datasets`` splits of the training rows: a context of up to ``c
 rows and up to ``query_rows`` query rows, the columns in a random order and (for classes) the
 labels randomly permuted, as the prior taught the model. Every ``eval_every`` steps the
 held-out rows are scored given a fixed context of training rows, and the weights with the best
-held-out loss are remembered. The tuned weights are kept only if their held-out loss beats the
-untuned model's by more than ``min_gain_se`` standard errors of the per-row loss differences:
-the best of several noisy scores on a few hundred rows often looks better by chance, and a
-model kept on such a win can be worse on new rows. Tuning stops after ``steps`` steps,
-``patience`` scores without improvement, or ``seconds`` of wall time (with a warning saying so).
+held-out loss are remembered. Tuning stops after ``steps`` steps, ``patience`` scores without
+improvement, or ``seconds`` of wall time (with a warning saying so).
+
+Tuned weights are kept only on a gain beyond chance: their held-out loss must beat the untuned
+model's by more than ``min_gain_se`` standard errors of the per-row loss differences (the best
+of several noisy scores on a few hundred rows often looks better by chance). With a ``score``
+(the estimators pass their whole ensemble), a further fold that tuning never sees decides as
+well: the ensemble with the tuned weights must predict it better by the same rule, and score no
+lower by the caller's ranking measure (ROC AUC for classes, minus the squared error for
+numbers): a model tuned to a lower loss in one context, on the raw columns, can still rank
+worse inside the ensemble's transformed, subsampled contexts.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +37,11 @@ from pfn.heads import BarDistribution
 from pfn.inference import PFN
 
 MIN_ROWS = 40  # fewer train rows than this: too few to split into context, query and held-out rows
+
+
+Score = Callable[[PFN, np.ndarray, np.ndarray], tuple[np.ndarray, float]]
+"""(weights, context rows, held-out rows) -> the held-out rows' losses [h] and a ranking score
+(higher is better; NaN: none), the rows as indices into the table's rows."""
 
 
 class FineTuneWarning(UserWarning):
@@ -53,13 +65,20 @@ class FineTuneConfig:
 
 
 def fine_tune(
-    pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, seed: int, progress: bool | None = None
+    pfn: PFN,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: FineTuneConfig,
+    seed: int,
+    progress: bool | None = None,
+    score: Score | None = None,
 ) -> tuple[PFN, dict[str, Any]]:
     """A copy of ``pfn`` tuned on the rows x [n, f] (preprocessed, at most the model's columns)
     with encoded targets y [n] (class ids, or standardised floats within the model's buckets),
-    and a report: steps taken, held-out losses before and after, why it stopped. Returns ``pfn``
-    itself when tuning did not lower the held-out loss or the table is too small to split.
-    progress: a bar over the steps (None: where stderr is a terminal)."""
+    and a report: steps taken, held-out losses before and after, why it stopped, which weights
+    were kept. Returns ``pfn`` itself when tuning did not lower the held-out loss (with
+    ``score``: also on a fold of its own, see the module docstring) or the table is too small
+    to split. progress: a bar over the steps (None: where stderr is a terminal)."""
     if len(x) < MIN_ROWS:
         warnings.warn(
             f"fine-tuning skipped: {len(x)} train rows are too few to split into context, query and held-out "
@@ -70,7 +89,33 @@ def fine_tune(
         return pfn, {"steps": 0, "stopped": "too few rows"}
     classes = pfn.task == "classification"
     rng = np.random.RandomState(seed)
-    held = _held_out_rows(y, config.held_out, classes, rng)
+    rows = np.arange(len(x))
+    judged = held_out_rows(y, config.held_out, classes, rng) if score is not None else rows[:0]
+    rows = np.setdiff1d(rows, judged)
+    tuned, report = _tune(pfn, x[rows], y[rows], config, rng, progress)
+    if tuned is pfn or score is None:
+        return tuned, report
+    (before, before_rank), (after, after_rank) = (score(model, rows, judged) for model in (pfn, tuned))
+    significant, gain_se = _beats(before, after, config.min_gain_se)
+    report.update(
+        ensemble_before=round(float(before.mean()), 5),
+        ensemble_after=round(float(after.mean()), 5),
+        ensemble_gain_se=gain_se,
+        rank_before=round(before_rank, 5),
+        rank_after=round(after_rank, 5),
+    )
+    if not significant or after_rank < before_rank:
+        return pfn, {**report, "kept": "untuned"}
+    return tuned, report
+
+
+def _tune(
+    pfn: PFN, x: np.ndarray, y: np.ndarray, config: FineTuneConfig, rng: np.random.RandomState, progress: bool | None
+) -> tuple[PFN, dict[str, Any]]:
+    """The tuning loop of :func:`fine_tune` on the rows x [n, f], y [n], early stopping on a
+    held-out fold of them; returns ``pfn`` itself unless the best weights beat it there."""
+    classes = pfn.task == "classification"
+    held = held_out_rows(y, config.held_out, classes, rng)
     train = np.setdiff1d(np.arange(len(x)), held)
     context = rng.choice(train, min(len(train), config.context_rows), replace=False)
     tuned = copy.deepcopy(pfn)
@@ -96,7 +141,7 @@ def fine_tune(
                 f"fine-tuning stopped by its time budget ({config.seconds:g} s) after {step} of {config.steps} "
                 "steps; the best weights so far are kept",
                 FineTuneWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             break
         model.train()
@@ -121,21 +166,28 @@ def fine_tune(
                     break
     bar.close()
     model.eval()
-    gain = start_rows - best_rows  # [h] per held-out row
-    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
+    significant, gain_se = _beats(start_rows, best_rows, config.min_gain_se)
     report.update(
         steps=step,
         held_out_after=round(float(best_rows.mean()), 5),
-        gain_se=round(float(gain.mean()) / se, 2) if se > 0 else None,
+        gain_se=gain_se,
         seconds=round(time.perf_counter() - began, 2),
     )
-    if not gain.mean() > config.min_gain_se * se:
+    if not significant:
         return pfn, {**report, "kept": "untuned"}
     model.load_state_dict(best_state)
     return tuned, {**report, "kept": "tuned"}
 
 
-def _held_out_rows(y: np.ndarray, fraction: float, classes: bool, rng: np.random.RandomState) -> np.ndarray:
+def _beats(before: np.ndarray, after: np.ndarray, min_gain_se: float) -> tuple[bool, float | None]:
+    """Whether the per-row losses ``after`` [h] beat ``before`` [h] (the same rows) by more than
+    ``min_gain_se`` standard errors of their differences, and the gain in standard errors."""
+    gain = before - after  # [h]
+    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
+    return bool(gain.mean() > min_gain_se * se), round(float(gain.mean()) / se, 2) if se > 0 else None
+
+
+def held_out_rows(y: np.ndarray, fraction: float, classes: bool, rng: np.random.RandomState) -> np.ndarray:
     """The rows [h] held out for early stopping (per class for classes, each class keeping a row)."""
     if not classes:
         return np.sort(rng.choice(len(y), max(1, int(fraction * len(y))), replace=False))

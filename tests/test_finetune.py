@@ -43,6 +43,55 @@ def test_tuned_weights_are_kept_only_on_a_held_out_gain_beyond_its_noise():
         assert 0 < report["gain_se"] < 1e6
 
 
+def test_with_a_score_the_tuned_weights_must_also_win_on_rows_tuning_never_saw(monkeypatch):
+    import pfn.finetune
+
+    x, y = clf_rows(300, seed=1)
+    shipped, other = load("tabular-clf"), object()
+    tuned_on = []
+    monkeypatch.setattr(
+        pfn.finetune, "_tune", lambda model, x, *args: tuned_on.append(len(x)) or (other, {"kept": "tuned"})
+    )
+    seen = []
+
+    def scorer(losses, ranks):  # per-row losses and ranking score of (untuned, tuned)
+        def score(model, context, held):
+            seen.append((set(context), set(held)))
+            i = int(model is other)
+            return losses[i] + 0.1 * (np.arange(len(held)) % 2), ranks[i]
+
+        return score
+
+    config = FineTuneConfig()
+    kept, report = fine_tune(shipped, x, y, config, seed=0, score=scorer((1.0, 0.5), (0.80, 0.81)))
+    assert kept is other and report["kept"] == "tuned" and report["ensemble_gain_se"] > config.min_gain_se
+    context, held = seen[0]
+    assert not context & held and context | held == set(range(len(y))) and tuned_on == [len(context)]
+    assert len(held) == pytest.approx(config.held_out * len(y), abs=2)
+    worse_rank, report = fine_tune(shipped, x, y, config, seed=0, score=scorer((1.0, 0.5), (0.80, 0.79)))
+    assert worse_rank is shipped and report["kept"] == "untuned"  # a lower loss but a lower ROC AUC
+    worse_loss, report = fine_tune(shipped, x, y, config, seed=0, score=scorer((0.5, 1.0), (0.80, 0.81)))
+    assert worse_loss is shipped and report["kept"] == "untuned" and report["ensemble_gain_se"] < 0
+    no_rank, report = fine_tune(shipped, x, y, config, seed=0, score=scorer((1.0, 0.5), (np.nan, np.nan)))
+    assert no_rank is other  # no ranking score (one class held out): the loss decides
+
+
+@pytest.mark.parametrize("Estimator", [PFNClassifier, PFNRegressor])
+def test_the_estimators_judge_tuning_by_their_ensemble(Estimator):
+    if Estimator is PFNClassifier:
+        x, y = clf_rows(300, seed=1)
+    else:
+        x, y = make_regression(n_samples=300, n_features=4, noise=3.0, random_state=0)
+    est = Estimator(n_estimators=2, fine_tune=20, random_state=0).fit(x, y)
+    report = est.fine_tune_report_
+    if report["kept"] == "tuned":
+        assert report["ensemble_gain_se"] > 2 and report["rank_after"] >= report["rank_before"]
+    elif "ensemble_before" in report:  # the tuning loop kept its weights, the ensemble did not
+        assert report["ensemble_gain_se"] <= 2 or report["rank_after"] < report["rank_before"]
+    if "rank_before" in report:
+        assert (0.5 < report["rank_before"] <= 1) if Estimator is PFNClassifier else report["rank_before"] < 0
+
+
 @pytest.mark.parametrize("Estimator", [PFNClassifier, PFNRegressor])
 def test_tuning_that_keeps_the_untuned_weights_predicts_as_the_plain_estimator(Estimator, monkeypatch):
     import pfn.finetune
@@ -100,3 +149,18 @@ def test_fine_tuning_shows_a_progress_bar_when_asked(capsys):
     assert "fine-tune" in capsys.readouterr().err
     PFNClassifier(n_estimators=1, fine_tune=2, show_progress=False, random_state=0).fit(x, y)
     assert "fine-tune" not in capsys.readouterr().err
+
+
+def test_the_classifiers_held_out_scores_are_log_loss_and_roc_auc():
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 50)  # [h, 3]
+    y = rng.integers(0, 3, 50)
+    losses, auc = PFNClassifier()._held_out_losses(probs, y)
+    assert losses.mean() == pytest.approx(log_loss(y, probs))
+    assert auc == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
+    two = np.where(y == 1, 2, y)  # class 1 absent: the ROC AUC of class 2 against class 0
+    _, auc = PFNClassifier()._held_out_losses(probs, two)
+    assert auc == pytest.approx(roc_auc_score(two == 2, probs[:, 2] / (probs[:, 0] + probs[:, 2])))
+    assert np.isnan(PFNClassifier()._held_out_losses(probs, np.zeros(50, int))[1])

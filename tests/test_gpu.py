@@ -41,7 +41,7 @@ def test_fp32_training_on_the_gpu_matches_the_cpu(tmp_path, config_file):
     train(config, tmp_path / "cpu", progress=False)
     train(config, tmp_path / "gpu", device="cuda", progress=False)
     # other kernels, other summation orders: on the CPU, 1 against 2 threads already differ by up
-    # to 6e-6 after these 6 steps (sixteenth sitting), so 5x the CPU tests' tolerance
+    # to 6e-6 after these 6 steps (measured on the development machine), so 5x the CPU tests' tolerance
     assert_same_training(tmp_path / "cpu", tmp_path / "gpu", rtol=5e-4, atol=5e-5)
     _, state = load_state(tmp_path / "gpu" / "state.safetensors")
     assert "gpu" in state["hardware"]
