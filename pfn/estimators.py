@@ -283,7 +283,8 @@ class _PFNBase(BaseEstimator):
             self.fine_tune_report_ = self._fine_tuned(plans, transforms, x, y, stratify, int(rng.randint(2**31)))
         else:
             self.fine_tune_report_ = None
-        weights = self._member_weights(plans, transforms, x, y, stratify)  # [M]
+        weights, held_out = self._member_weights(plans, transforms, x, y, stratify)  # [M]
+        self._fit_head(y, held_out)
         self.members_ = [
             self._build(plan, transform, x, y, part, plan.rows)
             for plan, transform in zip(plans, transforms, strict=True)
@@ -295,6 +296,12 @@ class _PFNBase(BaseEstimator):
         """The encoded targets [n] the members are fitted on (class ids or standardised floats),
         from the targets [n] that fit passed on (the model is loaded)."""
         raise NotImplementedError
+
+    def _fit_head(self, y: np.ndarray, held_out: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Fit what turns the mixed members' outputs into predictions beyond the model, from the
+        encoded train targets y [n] and the ensemble's in-context validation (``held_out``:
+        its mixed predictions [v, P] of validation rows and their targets [v]; None where it
+        did not run): the regressor's tails; the classifier needs nothing."""
 
     def _fine_tuned(
         self,
@@ -370,14 +377,15 @@ class _PFNBase(BaseEstimator):
         x: np.ndarray,
         y: np.ndarray,
         stratify: np.ndarray | None,
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """Stacking weights [M] of the planned members (see pfn.selection): every member rebuilt
         on each half of the validation rows (with its input transform as fitted on all its rows)
         predicts the other half. Equal weights with ``weight_members=False``, one member, or
-        too few rows to validate on."""
+        too few rows to validate on. Also the validation: the members' predictions mixed with
+        those weights [v, P] and the validation rows' targets [v] (None where it did not run)."""
         rows = self._validation_rows(len(x), stratify)
         if not self.weight_members or len(plans) == 1 or len(rows) < MIN_ROWS or not self._can_weight():
-            return np.full(len(plans), 1.0 / len(plans))
+            return np.full(len(plans), 1.0 / len(plans)), None
         x_val, y_val = x[rows], y[rows]
         held_out_probs: np.ndarray | None = None  # [n, M, P], P known after the first prediction
         for context, held_out in folds(y_val, self._task == "classification"):
@@ -388,7 +396,8 @@ class _PFNBase(BaseEstimator):
                 if held_out_probs is None:
                     held_out_probs = np.zeros((len(rows), len(plans), probs.shape[1]))
                 held_out_probs[held_out, j] = probs
-        return self._stacking(held_out_probs, y_val)
+        weights = self._stacking(held_out_probs, y_val)
+        return weights, (np.einsum("vmp,m->vp", held_out_probs, weights), y_val)
 
     def _stacking(self, probs: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Weights [M] from the members' held-out predictions [n, M, P] (see _mix) of
@@ -875,11 +884,35 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         borders = self.pfn_.borders
         return np.clip(self.target_scale_.transform(y), float(borders[0]), float(borders[-1])).astype(np.float32)
 
+    def _fit_head(self, y: np.ndarray, held_out: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """The tails of the predictive distributions (``tail_scales_``): the model's, or those
+        fitted to how far the train targets beyond its outer buckets lie (see
+        pfn.heads.dataset_tail_scales), whichever gives the validation rows' targets the lower
+        squared error of the predictive mean (the tails fitted on each fold's context rows, as
+        the members were); the model's without a validation. Fitted tails
+        win where a spike of targets lies far out (zeros far below the rest, say) and lose
+        where a long tail's rows differ in how far out they lie."""
+        from pfn.heads import dataset_tail_scales
+
+        model = self._bar(np.zeros((1, self._output_size())))  # the model's tails (or the width rule's)
+        self.tail_scales_ = (float(model.left_scale), float(model.right_scale))
+        fitted = dataset_tail_scales(y, self.pfn_.borders, self.tail_scales_)
+        if held_out is None or fitted == self.tail_scales_:
+            return
+        probs, y_val = held_out
+        errors = np.zeros(2)  # [fitted, the model's]: squared errors, each fold's tails fitted on its context
+        for context, rows in folds(y_val, classification=False):
+            own = dataset_tail_scales(y_val[context], self.pfn_.borders, self.tail_scales_)
+            for i, tails in enumerate((own, self.tail_scales_)):
+                errors[i] += np.sum((self._mixture(probs[rows], tails).mean().numpy() - y_val[rows]) ** 2)
+        if errors[0] < errors[1]:
+            self.tail_scales_ = fitted
+
     def _held_out_losses(self, probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         """The negative log density of each row, and minus the squared error of the mean."""
         import torch
 
-        bar = self._bar(np.log(np.maximum(probs, 1e-300)))
+        bar = self._bar(np.log(np.maximum(probs, 1e-300)))  # the model's tails: the ensemble's are fitted later
         losses = bar.nll(torch.as_tensor(y, dtype=torch.float64)).double().numpy()  # [h]
         return losses, -float(np.mean((bar.mean().double().numpy() - y) ** 2))
 
@@ -901,7 +934,8 @@ class PFNRegressor(RegressorMixin, _PFNBase):
         return slice(None), target_map.transform(y).astype(np.float32), target_map
 
     def _bar(self, logits: np.ndarray | torch.Tensor) -> BarDistribution:
-        """The model's bar distribution over standardised targets for logits [m, K]."""
+        """The model's bar distribution over standardised targets for logits [m, K], with the
+        model's own tails (a member's prediction before it is mapped and mixed)."""
         import torch
 
         from pfn.heads import BarDistribution
@@ -960,8 +994,18 @@ class PFNRegressor(RegressorMixin, _PFNBase):
             mixed += weight * self._member_probs(member, logits)
         return mixed
 
+    def _mixture(self, probs: np.ndarray, tails: tuple[float, float] | None = None) -> BarDistribution:
+        """The mixed bar distribution over standardised targets for bucket probabilities [m, K],
+        with ``tails`` (default: ``tail_scales_``)."""
+        import torch
+
+        from pfn.heads import BarDistribution
+
+        logits = torch.as_tensor(np.log(np.maximum(probs, 1e-300)))
+        return BarDistribution(self.pfn_.borders.double().cpu(), logits, tails or self.tail_scales_)
+
     def _distribution(self, probs: np.ndarray) -> PredictiveDistribution:
-        return PredictiveDistribution(self._bar(np.log(np.maximum(probs, 1e-300))), self.y_mean_, self.y_scale_)
+        return PredictiveDistribution(self._mixture(probs), self.y_mean_, self.y_scale_)
 
     def predict_dist(self, X: Any) -> PredictiveDistribution:
         """The predictive distribution of every row (numpy in, numpy out). It holds K bucket

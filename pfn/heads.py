@@ -3,7 +3,8 @@
 A bar distribution over K buckets with borders b_0 < ... < b_K puts probability p_k on bucket
 k. Inner buckets spread it uniformly. The two outer buckets become half-normals, starting at
 the inner border and extending to ∓infinity (full support). Their scales are given
-(``tail_scales``, which training derives from the prior: see :func:`prior_tail_scales`) or by
+(``tail_scales``, which training derives from the prior, see :func:`prior_tail_scales`, and the
+estimators from the train targets, see :func:`dataset_tail_scales`) or by
 default chosen so that half of the tail's mass lies within the bucket's width:
 s = width / Φ⁻¹(0.75). The scales do not change what the bucket probabilities mean (a tail's
 density shape is a constant of the loss given the bucket), only the density, mean and quantiles
@@ -21,6 +22,8 @@ import torch
 from torch import Tensor
 
 HALF_MASS_Z = 0.6744897501960817  # Φ⁻¹(0.75): a half-normal has half its mass below this many scales
+TO_SCALE = math.sqrt(math.pi / 2)  # a half-normal's scale over its mean
+TAIL_PRIOR_ROWS = 2.0  # the prior's tail scale counts as this many targets (see dataset_tail_scales)
 ArrayLike = Tensor | np.ndarray | float | list
 
 
@@ -42,13 +45,33 @@ def prior_tail_scales(samples: Tensor, borders: Tensor) -> tuple[float, float]:
     of ``samples`` beyond the inner outer borders (borders[1] and borders[-2]): a half-normal of
     scale s has mean s·sqrt(2/π). The equal-mass outer borders are the samples' extremes, so
     the default width rule makes the tails as wide as the most extreme draw."""
-    flat = samples.flatten().double()
-    lo, hi = float(borders[1]), float(borders[-2])
-    below, above = lo - flat[flat < lo], flat[flat > hi] - hi
+    below, above = _excess(samples, borders)
     if below.numel() == 0 or above.numel() == 0:
         raise ValueError("no samples lie beyond the outer borders; draw more samples to estimate the tails")
-    to_scale = math.sqrt(math.pi / 2)
-    return float(below.mean()) * to_scale, float(above.mean()) * to_scale
+    return float(below.mean()) * TO_SCALE, float(above.mean()) * TO_SCALE
+
+
+def dataset_tail_scales(
+    targets: Tensor, borders: Tensor, prior: tuple[float, float], prior_rows: float = TAIL_PRIOR_ROWS
+) -> tuple[float, float]:
+    """The tail scales (left, right) for one dataset's (standardised) targets: per tail, the
+    mean excess of its targets beyond the inner outer border, as a half-normal scale (see
+    :func:`prior_tail_scales`), pooled with the ``prior`` scale as if that came from
+    ``prior_rows`` targets more. The prior's alone where no target lies beyond. A model knows
+    how likely a test row is to fall in a tail; how far out it lies is the dataset's own (a
+    spike of zeros five standard deviations below the rest of the targets, say)."""
+    out = []
+    for excess, scale in zip(_excess(targets, borders), prior, strict=True):
+        n = excess.numel()
+        out.append((float(excess.sum()) * TO_SCALE + prior_rows * scale) / (n + prior_rows))
+    return out[0], out[1]
+
+
+def _excess(samples: Tensor, borders: Tensor) -> tuple[Tensor, Tensor]:
+    """How far the samples beyond each inner outer border lie beyond it: below [n_lo], above [n_hi]."""
+    flat = torch.as_tensor(samples).flatten().double()
+    lo, hi = float(borders[1]), float(borders[-2])
+    return lo - flat[flat < lo], flat[flat > hi] - hi
 
 
 class BarDistribution:

@@ -108,6 +108,23 @@ def test_constant_target_is_predicted_with_a_narrow_but_not_degenerate_distribut
     assert (hi - lo > 1e-3).all() and (hi - lo < 0.5).all()  # |3.5| / sqrt(90) = 0.37 is the scale
 
 
+def test_a_far_spike_of_targets_is_predicted_by_the_tails_fitted_to_the_train_targets():
+    """2.5% of the rows (marked by a column) have target 0, seven scales below the rest: the
+    model's own tails would stop the predicted mean far short of them (see pfn.heads)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((600, 3))
+    spike = np.zeros(600, bool)
+    spike[rng.choice(600, 15, replace=False)] = True
+    x[:, 2] = spike
+    y = np.where(spike, 0.0, 100 + 2 * x[:, 0] + rng.normal(0, 0.5, 600))
+    reg = PFNRegressor(n_estimators=2, random_state=0).fit(x[:500], y[:500])
+    fitted = reg.predict(x[500:][spike[500:]])
+    assert reg.tail_scales_[0] > 2 * reg.pfn_.tail_scales[0] and reg.tail_scales_[1] == reg.pfn_.tail_scales[1]
+    assert (fitted < 20).all() and np.median(np.abs(reg.predict(x[500:][~spike[500:]]) - 101)) < 1
+    reg.tail_scales_ = reg.pfn_.tail_scales
+    assert (reg.predict(x[500:][spike[500:]]) > fitted + 15).all()
+
+
 def test_pandas_with_categoricals_and_missing_values():
     rng = np.random.default_rng(0)
     n = 80

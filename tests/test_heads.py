@@ -11,7 +11,7 @@ from scipy import stats
 from scipy.integrate import quad
 
 from pfn.estimators import PredictiveDistribution
-from pfn.heads import BarDistribution, equal_mass_borders, prior_tail_scales
+from pfn.heads import BarDistribution, dataset_tail_scales, equal_mass_borders, prior_tail_scales
 
 
 @pytest.fixture
@@ -229,6 +229,17 @@ def test_prior_tail_scales_match_the_mean_excess_beyond_the_outer_borders():
             BarDistribution(borders.float(), logits.float(), bad)
     with pytest.raises(ValueError, match="no samples lie beyond the outer borders"):
         prior_tail_scales(torch.zeros(10), borders)
+
+
+def test_a_datasets_tail_scales_pool_its_excess_with_the_prior():
+    borders = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)  # inner outer borders at -2.5 and 2.5
+    targets = torch.tensor([-5.5, -3.5, 0.0, 1.0, 2.0])  # two beyond the left border, none beyond the right
+    left, right = dataset_tail_scales(targets, borders, prior=(1.0, 2.0), prior_rows=2.0)
+    to_scale = np.sqrt(np.pi / 2)
+    assert left == pytest.approx(((3.0 + 1.0) * to_scale + 2.0 * 1.0) / (2 + 2.0))
+    assert right == 2.0  # nothing beyond: the prior's
+    many = torch.full((10_000,), -7.5, dtype=torch.float64)  # the data outweighs the prior
+    assert dataset_tail_scales(many, borders, (1.0, 2.0))[0] == pytest.approx(5.0 * to_scale, rel=1e-3)
 
 
 def test_cdf_at_shared_points_matches_the_broadcast_cdf(dist):
