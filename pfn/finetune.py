@@ -37,6 +37,7 @@ from pfn.heads import BarDistribution
 from pfn.inference import PFN
 
 MIN_ROWS = 40  # fewer train rows than this: too few to split into context, query and held-out rows
+STACK = 4  # calls from the user's fit to fine_tune (fit, _fit_members, _fine_tuned): warnings point at fit
 
 
 Score = Callable[[PFN, np.ndarray, np.ndarray], tuple[np.ndarray, float]]
@@ -84,7 +85,7 @@ def fine_tune(
             f"fine-tuning skipped: {len(x)} train rows are too few to split into context, query and held-out "
             f"rows (at least {MIN_ROWS}); the model is used as it is",
             FineTuneWarning,
-            stacklevel=3,
+            stacklevel=STACK + 1,
         )
         return pfn, {"steps": 0, "stopped": "too few rows"}
     classes = pfn.task == "classification"
@@ -141,7 +142,7 @@ def _tune(
                 f"fine-tuning stopped by its time budget ({config.seconds:g} s) after {step} of {config.steps} "
                 "steps; the best weights so far are kept",
                 FineTuneWarning,
-                stacklevel=4,
+                stacklevel=STACK + 2,
             )
             break
         model.train()
