@@ -8,8 +8,12 @@
   predictive mean at 300 other random points, for the surrogate and for BoTorch's SingleTaskGP
   with its hyperparameters fitted (5 random designs per function and n).
 
+- ``on_prior``: the same for functions of the ``bo`` prior itself (GP draws of 3 and 6
+  dimensions with ARD lengthscales, without warping or bowl, noise 0.001; 10 each), against the
+  fitted GP: how precise the surrogate is where nothing is out of its prior.
+
 All in standardised units. Run: ``python -m benchmarks.bo_spread MODEL [MODEL ...]`` (a shipped
-name or a card path); ``--held-out`` prints the second table instead.
+name or a card path); ``--held-out`` or ``--on-prior`` prints that table instead.
 """
 
 from __future__ import annotations
@@ -56,10 +60,6 @@ def spread(model_name: str) -> dict[str, tuple[float, float]]:
 
 def held_out(model_name: str, designs: int = 5, test_points: int = 300) -> dict[str, tuple[float, float]]:
     """{"Hartmann-3, n=40": (the surrogate's mean squared error, the fitted GP's), ...}."""
-    from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP
-    from gpytorch.mlls import ExactMarginalLogLikelihood
-
     model = load(model_name)
     out = {}
     for label, lo, hi, func, n in _cases():
@@ -68,25 +68,53 @@ def held_out(model_name: str, designs: int = 5, test_points: int = 300) -> dict[
             rng = np.random.default_rng(seed)
             u, q = rng.random((n, len(lo))), rng.random((test_points, len(lo)))  # [n, d], [t, d]
             y, yq = (np.array([func(p) for p in lo + (hi - lo) * points]) for points in (u, q))
-            z, zq = (y - y.mean()) / y.std(), (yq - y.mean()) / y.std()
-            pfn_mean = model.predict(u, z, q).mean().numpy()
-            gp = SingleTaskGP(torch.as_tensor(u), torch.as_tensor(z)[:, None])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # BoTorch's notes on input scaling
-                fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
-            with torch.no_grad():
-                gp_mean = gp.posterior(torch.as_tensor(q)).mean[:, 0].numpy()
-            errors.append((np.mean((pfn_mean - zq) ** 2), np.mean((gp_mean - zq) ** 2)))
+            errors.append(_errors(model, u, y, q, yq))
         out[label] = tuple(float(e) for e in np.mean(errors, axis=0))
     return out
 
 
+def on_prior(
+    model_name: str, functions: int = 10, n: int = 40, test_points: int = 300
+) -> dict[str, tuple[float, float]]:
+    """{"bo prior, d=3, n=40": (the surrogate's mean squared error, the fitted GP's), ...}."""
+    from priors.bo import BOGPPrior
+
+    model = load(model_name)
+    out = {}
+    for d in (3, 6):
+        prior = BOGPPrior(min_features=d, max_features=d, warp_probability=0.0, bowl_probability=0.0, noise=0.001)
+        batch = prior.draw(functions, n + test_points, d, torch.Generator().manual_seed(0))
+        x, y = batch.x.double().numpy(), batch.y.double().numpy()  # [B, N, d], [B, N]
+        errors = [_errors(model, x[i, :n], y[i, :n], x[i, n:], y[i, n:]) for i in range(functions)]
+        out[f"bo prior, d={d}, n={n}"] = tuple(float(e) for e in np.mean(errors, axis=0))
+    return out
+
+
+def _errors(model, u: np.ndarray, y: np.ndarray, q: np.ndarray, yq: np.ndarray) -> tuple[float, float]:
+    """Mean squared errors at the points q [t, d] of the surrogate's and a fitted GP's means, given
+    the points u [n, d] with values y [n] (all z-scored by y's mean and deviation)."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    z, zq = (y - y.mean()) / y.std(), (yq - y.mean()) / y.std()
+    pfn_mean = model.predict(u, z, q).mean().numpy()
+    gp = SingleTaskGP(torch.as_tensor(u), torch.as_tensor(z)[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BoTorch's notes on input scaling
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+    with torch.no_grad():
+        gp_mean = gp.posterior(torch.as_tensor(q)).mean[:, 0].numpy()
+    return float(np.mean((pfn_mean - zq) ** 2)), float(np.mean((gp_mean - zq) ** 2))
+
+
 def main(args: list[str]) -> None:
     torch.set_num_threads(1)
-    names = [a for a in args if a != "--held-out"] or ["bo"]
+    names = [a for a in args if a not in ("--held-out", "--on-prior")] or ["bo"]
     for name in names:
-        if "--held-out" in args:
-            for key, (pfn_error, gp_error) in held_out(name).items():
+        if "--held-out" in args or "--on-prior" in args:
+            table = held_out(name) if "--held-out" in args else on_prior(name)
+            for key, (pfn_error, gp_error) in table.items():
                 print(f"{name}  {key:18s}  mse {pfn_error:.3f}  fitted GP {gp_error:.3f}")
         else:
             for key, (error, std) in spread(name).items():

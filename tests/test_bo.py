@@ -303,6 +303,15 @@ def test_held_out_diagnostic_compares_the_surrogate_with_a_fitted_gp():
     assert figures["Branin-2, n=40"][1] < figures["Branin-2, n=15"][1]  # more points, a better fit
 
 
+def test_on_prior_diagnostic_compares_the_surrogate_with_a_fitted_gp_on_its_own_prior():
+    from benchmarks.bo_spread import on_prior
+
+    few, more = on_prior("bo", functions=2, n=10, test_points=50), on_prior("bo", functions=2, n=40, test_points=50)
+    assert list(more) == ["bo prior, d=3, n=40", "bo prior, d=6, n=40"]
+    assert all(0 < pfn_error < 5 and 0 < gp_error < 5 for pfn_error, gp_error in more.values())
+    assert more["bo prior, d=3, n=40"][0] < few["bo prior, d=3, n=10"][0]  # more points, a better surrogate
+
+
 def test_trust_region_side_doubles_after_successes_halves_after_failures_and_restarts():
     d = 4  # patience: max(2, ceil(4 / 2)) = 2 failures in a row
     initial = [5.0, 4.0]
