@@ -56,6 +56,8 @@ ROUNDS = 2  # with more classes than the head: partitions of the classes into gr
 COUPLING_ITERATIONS = 300  # at most, see couple_groups
 COUPLING_TOLERANCE = 1e-6  # largest change of a probability at which couple_groups stops
 PROBABILITY_FLOOR = 1e-100  # conditional probabilities below this count as this in couple_groups
+VALIDATION_ROWS = 2048  # at most this many train rows in in-context validation (see _validation_rows)
+TUNING_CONTEXT_ROWS = 1024  # at most this many context rows per fine-tuning step (the trained context)
 
 
 def _load(model: str, device: str) -> PFN:
@@ -326,7 +328,8 @@ class _PFNBase(BaseEstimator):
             )
             return {"steps": 0, "stopped": "too many classes"}
         steps = FineTuneConfig.steps if self.fine_tune is True else int(self.fine_tune)
-        config = FineTuneConfig(steps=steps, seconds=self.fine_tune_seconds, context_rows=self.max_train_rows)
+        context_rows = min(self.max_train_rows, TUNING_CONTEXT_ROWS)
+        config = FineTuneConfig(steps=steps, seconds=self.fine_tune_seconds, context_rows=context_rows)
         columns = self.features_[: self.pfn_.config.n_features]
 
         def score(weights: PFN, context: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, float]:
@@ -356,11 +359,14 @@ class _PFNBase(BaseEstimator):
         raise NotImplementedError
 
     def _validation_rows(self, n: int, stratify: np.ndarray | None) -> np.ndarray:
-        """The train rows that in-context validation uses: all, or a fixed-seed subsample of
-        ``max_train_rows``."""
-        if n <= self.max_train_rows:
+        """The train rows that in-context validation (feature selection, stacking weights, the
+        regressor's tails) uses: all, or a fixed-seed subsample of ``max_train_rows`` but at most
+        VALIDATION_ROWS (its two-fold contexts are half that: validation picks which columns and
+        members suit the table, and on more rows costs more than the fit itself)."""
+        size = min(self.max_train_rows, VALIDATION_ROWS)
+        if n <= size:
             return np.arange(n)
-        return _subsample(n, self.max_train_rows, stratify, np.random.RandomState(SELECTION_SEED))
+        return _subsample(n, size, stratify, np.random.RandomState(SELECTION_SEED))
 
     def _selection(self, x: np.ndarray, y: np.ndarray, stratify: np.ndarray | None) -> Selection:
         """The preprocessed columns the members see (see pfn.selection)."""
@@ -619,8 +625,12 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         ``pfn bench temperature --update-card`` (1.0 for a card without one).
     categorical_features : "auto" (pandas category/object/string/bool columns and non-numeric
         object columns) or a list of column indices or names.
-    max_train_rows : at most this many train rows in a context (with more classes than the head,
-        its groups' passes share them).
+    max_train_rows : at most this many train rows in a member's context (with more classes than
+        the head, its groups' passes share them); in-context validation uses at most 2,048 of
+        them. The classifier's default, 4,096, is four times the context it was trained on:
+        on larger tables more rows per context kept raising its ROC AUC, at about three
+        times the fit time of 1,024, the regressor's default (its R² did not gain); see
+        docs/benchmarks.md, "Tables of 1,000–50,000 rows".
     context : how a table with more train rows than ``max_train_rows`` is seen. "subsample":
         each member sees a stratified random subsample of them. "retrieval": each member keeps
         them all, cut into k-means cells, and a test row is predicted from its cell's context:
@@ -661,7 +671,7 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         select_features: bool = True,
         weight_members: bool = True,
         categorical_features: str | list[int | str] = "auto",
-        max_train_rows: int = 1024,
+        max_train_rows: int = 4096,
         context: str = "subsample",
         fine_tune: bool | int = False,
         fine_tune_seconds: float | None = None,
@@ -849,7 +859,8 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     in every pairing of target transform and column set; from member 8 the cycle repeats. (Unlike the classifier's, no
     member sees its inputs through a quantile transform.) Members' predictive distributions
     are mixed with their stacking weights.
-    Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg".
+    Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg",
+    default ``max_train_rows`` 1024.
     """
 
     _task = "regression"

@@ -404,3 +404,22 @@ def test_a_many_level_category_with_a_strong_effect_is_learned():
     frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(city=[f"city {c}" for c in city])
     reg = PFNRegressor(random_state=0, show_progress=False).fit(frame[:700], y[:700])
     assert reg.score(frame[700:], y[700:]) > 0.85
+
+
+def test_validation_sees_at_most_validation_rows_while_members_see_max_train_rows(monkeypatch):
+    import pfn.estimators as estimators
+
+    monkeypatch.setattr(estimators, "VALIDATION_ROWS", 60)
+    rng = np.random.default_rng(19)
+    n = 300
+    X = rng.normal(size=(n, 3))
+    y = (X[:, 0] + 0.3 * rng.normal(size=n) > 0.8).astype(int)  # about a fifth of the rows in class 1
+    clf = PFNClassifier(n_estimators=2, max_train_rows=120, random_state=0, show_progress=False).fit(X, y)
+    rows = clf._validation_rows(n, y)
+    assert 58 <= len(rows) <= 60 and len(np.unique(rows)) == len(rows)  # each class's quota rounded down
+    assert abs(y[rows].mean() - y.mean()) <= 2 / 58  # stratified by class
+    np.testing.assert_array_equal(rows, clf._validation_rows(n, y))  # fixed seed
+    cached = [member.cache[0][0].shape[-2] for member in clf.members_]  # context rows (+ thinking rows)
+    thinking = clf.pfn_.config.thinking_rows
+    assert all(118 + thinking <= rows <= 120 + thinking for rows in cached)  # max_train_rows, not the validation's
+    assert len(clf._validation_rows(50, y[:50])) == 50  # fewer rows than the cap: all of them
