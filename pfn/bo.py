@@ -6,6 +6,11 @@ any candidate point in one forward pass, with no model fitting. Acquisition func
 off that distribution: expected improvement (exact for a bar distribution), probability of
 improvement and an optimistic quantile (the "upper confidence bound" of the negated objective).
 
+Once enough points are evaluated (``gp_after``, default 20), an exact Gaussian process fitted
+to them takes over from the PFN: the PFN's prior serves best while the points are few, and its
+predictions stay less precise than a fitted GP's where many points pin the function down (see
+docs/benchmarks.md, "Bayesian optimisation").
+
 - :func:`minimize` runs a whole optimisation, like ``skopt.gp_minimize``;
 - :class:`Optimizer` is the ask-and-tell interface (``ask()`` a point, ``tell(x, y)`` its value);
 - :class:`PFNSampler` is an Optuna sampler (``pip install pfn[bo]``).
@@ -31,7 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.linalg import solve_triangular
 from scipy.optimize import OptimizeResult
+from scipy.special import ndtr
 from scipy.stats import qmc
 from sklearn.utils import check_random_state
 from torch import Tensor
@@ -48,6 +55,11 @@ DEFAULT_MODEL = "bo"
 REGION_START, REGION_MIN, REGION_MAX = 0.8, 2.0**-6, 1.6
 REGION_SUCCESSES = 3
 REGION_MARGIN = 1e-3
+DEFAULT_GP_AFTER = 20
+# The GP that takes over (see _GaussianProcess): an RBF kernel of one lengthscale (unit-cube
+# widths) and a noise share of the outputscale, both chosen by marginal likelihood on these grids.
+GP_LENGTHSCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0)
+GP_NOISE_SHARES = (1e-6, 1e-3, 1e-2, 1e-1)
 _SQRT_2PI = math.sqrt(2 * math.pi)
 
 
@@ -202,8 +214,11 @@ class Optimizer:
     perturbations of the best ones. trust_region: search a box around the best point whose
     side grows after improvements and shrinks after failures to improve (after TuRBO; see
     :func:`trust_region_side`), the surrogate seeing the points inside it in the box's own
-    coordinates; False searches the whole space. model: a shipped checkpoint's name, a path or
-    a loaded :class:`~pfn.inference.PFN`. random_state: None, an int or a numpy RandomState.
+    coordinates; False searches the whole space. gp_after: from this many evaluated points on
+    (failed ones included), an exact GP fitted to all of them replaces the PFN and the whole
+    space is searched (see :class:`_GaussianProcess`); None keeps the PFN throughout. model: a
+    shipped checkpoint's name, a path or a loaded :class:`~pfn.inference.PFN`. random_state:
+    None, an int or a numpy RandomState.
     """
 
     def __init__(
@@ -216,6 +231,7 @@ class Optimizer:
         trust_region: bool = True,
         model: str | PFN = DEFAULT_MODEL,
         random_state: int | np.random.RandomState | None = None,
+        gp_after: int | None = DEFAULT_GP_AFTER,
     ) -> None:
         if isinstance(dimensions, (str, bytes)) or not isinstance(dimensions, Sequence) or not dimensions:
             raise ValueError(f"dimensions must be a non-empty list of dimensions, got {dimensions!r}")
@@ -231,12 +247,14 @@ class Optimizer:
             raise ValueError(f"kappa must be a positive number, got {kappa!r}")
         if not isinstance(trust_region, bool):
             raise TypeError(f"trust_region must be True or False, got {trust_region!r}")
+        check_gp_after(gp_after)
         self.dimensions = [_dimension(spec, i) for i, spec in enumerate(dimensions)]
         self.n_initial_points = int(n_initial_points)
         self.acq_func = acq_func
         self.kappa = float(kappa)
         self.n_candidates = int(n_candidates)
         self.trust_region = trust_region
+        self.gp_after = None if gp_after is None else int(gp_after)
         self.model = model if isinstance(model, PFN) else load(model)
         width = sum(d.width for d in self.dimensions)
         if width > self.model.config.n_features:
@@ -356,13 +374,19 @@ class Optimizer:
         random candidates and local perturbations of the best of them (three rounds of
         shrinking steps), neither evaluated before nor closer to a failed point than to every
         other evaluated point. The surrogate sees the evaluated points inside the box, in the
-        box's coordinates (the box mapped onto the unit cube)."""
+        box's coordinates (the box mapped onto the unit cube). From ``gp_after`` points on, a GP
+        fitted to all of them scores the whole cube instead."""
         x_all = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)  # [n, D]
         y_all = np.asarray(self.yi, dtype=np.float64)  # [n]
-        lo, span = self._region(x_all, y_all)  # [D] each
+        use_gp = self.gp_after is not None and len(y_all) >= self.gp_after
+        lo, span = (np.zeros(x_all.shape[1]), np.ones(x_all.shape[1])) if use_gp else self._region(x_all, y_all)
         inside = np.all((x_all >= lo - 1e-12) & (x_all <= lo + span + 1e-12), axis=1)  # [n]
         x_train, y_train, best = self._train_rows((x_all[inside] - lo) / span, y_all[inside])
-        score = _Acquisition(self.model, x_train, y_train, best, self.acq_func, self.kappa)
+        score: _GaussianProcess | _Acquisition
+        if use_gp:
+            score = _GaussianProcess(x_train, y_train, best, self.acq_func, self.kappa)
+        else:
+            score = _Acquisition(self.model, x_train, y_train, best, self.acq_func, self.kappa)
         width = x_train.shape[1]
 
         def snap(u: np.ndarray) -> np.ndarray:  # box coordinates [m, D] onto the space's grid
@@ -380,6 +404,14 @@ class Optimizer:
         points = self._snap(lo + span * u)  # [m, D] in the unit cube
         pick = _best_allowed(points, values, x_all, ~np.isfinite(y_all))
         return points[pick] if pick is not None else self._snap(self.rng.random_sample((1, width)))[0]
+
+
+def check_gp_after(gp_after: Any) -> None:
+    """Refuse a ``gp_after`` that is neither None nor an integer of at least 2."""
+    if gp_after is not None and (isinstance(gp_after, bool) or not isinstance(gp_after, numbers.Integral)):
+        raise TypeError(f"gp_after must be an integer or None, got {gp_after!r}")
+    if gp_after is not None and gp_after < 2:
+        raise ValueError(f"gp_after must be at least 2 (a GP needs points to fit) or None, got {gp_after}")
 
 
 def trust_region_side(values: np.ndarray, n_initial: int, width: int) -> float:
@@ -466,6 +498,58 @@ class _Acquisition:
         return _finite_outputs(values, torch.as_tensor(u)).cpu().numpy()
 
 
+class _GaussianProcess:
+    """An exact GP on the train rows as acquisition function, evaluated at unit-cube points
+    u [m, D] -> values [m] (float64 numpy; higher is better, as :class:`_Acquisition`'s).
+
+    Kernel: outputscale · exp(-|u - u'|² / (2 lengthscale²)) plus noise share · outputscale on the
+    diagonal; the lengthscale and the noise share are the pair of GP_LENGTHSCALES × GP_NOISE_SHARES
+    of highest marginal likelihood, the outputscale its closed-form maximum for each pair (zero
+    prior mean: the values are standardised). The posterior at u is normal (mean, std of the
+    noise-free value), so EI, PI and the optimistic quantile are closed forms.
+    """
+
+    def __init__(self, x_train: np.ndarray, y_train: np.ndarray, best: float, acq: str, kappa: float):
+        self.x, self.best, self.acq, self.kappa = x_train, best, acq, kappa
+        n = len(y_train)
+        sq = ((x_train[:, None, :] - x_train[None, :, :]) ** 2).sum(-1)  # [n, n]
+        fits = []  # (log marginal likelihood, lengthscale, Cholesky factor, K^-1 y, outputscale)
+        for lengthscale in GP_LENGTHSCALES:
+            correlation = np.exp(-0.5 * sq / lengthscale**2)
+            for noise in GP_NOISE_SHARES:  # the largest keeps every matrix positive definite
+                try:
+                    chol = np.linalg.cholesky(correlation + noise * np.eye(n))
+                except np.linalg.LinAlgError:
+                    continue
+                alpha = _cho_solve(chol, y_train)  # [n] for outputscale 1
+                scale = max(float(y_train @ alpha) / n, 1e-12)  # the outputscale's closed-form maximum
+                likelihood = -0.5 * n * math.log(scale) - float(np.log(np.diag(chol)).sum())  # up to a constant
+                fits.append((likelihood, lengthscale, chol, alpha, scale))
+        _, self.lengthscale, self.chol, self.alpha, self.scale = max(fits, key=lambda fit: fit[0])
+
+    def posterior(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean [m] and standard deviation [m] of the noise-free value at the points u [m, D]."""
+        cross = np.exp(-0.5 * ((u[:, None, :] - self.x[None, :, :]) ** 2).sum(-1) / self.lengthscale**2)  # [m, n]
+        mean = cross @ self.alpha  # the outputscale cancels in k^T K^-1 y
+        v = solve_triangular(self.chol, cross.T, lower=True)  # [n, m]
+        variance = self.scale * np.maximum(1.0 - (v**2).sum(0), 1e-12)
+        return mean, np.sqrt(variance)
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        mean, std = self.posterior(u)
+        z = (self.best - mean) / std
+        if self.acq == "EI":
+            return (self.best - mean) * ndtr(z) + std * np.exp(-0.5 * z**2) / _SQRT_2PI
+        if self.acq == "PI":
+            return ndtr(z)
+        return -(mean - self.kappa * std)
+
+
+def _cho_solve(chol: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A^-1 b for A = chol chol^T (chol lower triangular)."""
+    return solve_triangular(chol.T, solve_triangular(chol, b, lower=True), lower=False)
+
+
 def _power_standardise(y: np.ndarray) -> np.ndarray:
     """Values [n] z-scored, through the Yeo-Johnson transform whose λ (on a grid of 61 values in
     [-2, 4]) maximises the normal likelihood, then z-scored again: long tails made normal-like."""
@@ -494,16 +578,23 @@ def minimize(
     random_state: int | np.random.RandomState | None = None,
     model: str | PFN = DEFAULT_MODEL,
     trust_region: bool = True,
+    gp_after: int | None = DEFAULT_GP_AFTER,
 ) -> OptimizeResult:
     """Minimise ``func`` (a list of values, one per dimension -> a number) over ``dimensions`` in
     ``n_calls`` evaluations, like ``skopt.gp_minimize``. A call that raises or returns NaN or
     infinity is recorded as failed (NaN in ``func_vals``) and its region avoided. Returns an
-    OptimizeResult with ``x``, ``fun``, ``x_iters``, ``func_vals`` and ``n_failed``. ``trust_region``:
-    see :class:`Optimizer`."""
+    OptimizeResult with ``x``, ``fun``, ``x_iters``, ``func_vals`` and ``n_failed``. ``trust_region``
+    and ``gp_after``: see :class:`Optimizer`."""
     if isinstance(n_calls, bool) or not isinstance(n_calls, numbers.Integral) or n_calls < 1:
         raise ValueError(f"n_calls must be a positive integer, got {n_calls!r}")
     opt = Optimizer(
-        dimensions, n_initial_points, acq_func, trust_region=trust_region, model=model, random_state=random_state
+        dimensions,
+        n_initial_points,
+        acq_func,
+        trust_region=trust_region,
+        model=model,
+        random_state=random_state,
+        gp_after=gp_after,
     )
     for _ in range(n_calls):
         x = opt.ask()

@@ -13,7 +13,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from pfn.bo import ACQUISITIONS, DEFAULT_MODEL, Optimizer
+from pfn.bo import ACQUISITIONS, DEFAULT_GP_AFTER, DEFAULT_MODEL, Optimizer, check_gp_after
 from pfn.inference import PFN, load
 
 
@@ -26,6 +26,8 @@ class PFNSampler(BaseSampler):
     (with log scale or step) and categorical parameters are supported. Failed trials (the
     objective raised, with ``study.optimize(..., catch=(Exception,))``, or returned NaN) count
     as the worst value seen, so their neighbourhood is avoided; pruned trials are ignored.
+    ``gp_after``: from this many finished trials on, a GP replaces the PFN (see
+    :class:`pfn.bo.Optimizer`).
     """
 
     def __init__(
@@ -35,12 +37,15 @@ class PFNSampler(BaseSampler):
         model: str | PFN = DEFAULT_MODEL,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
+        gp_after: int | None = DEFAULT_GP_AFTER,
     ) -> None:
         if acq_func not in ACQUISITIONS:
             raise ValueError(f"unknown acq_func {acq_func!r}; choose one of {', '.join(ACQUISITIONS)}")
         if isinstance(n_startup_trials, bool) or not isinstance(n_startup_trials, int) or n_startup_trials < 0:
             raise ValueError(f"n_startup_trials must be an integer >= 0, got {n_startup_trials!r}")
+        check_gp_after(gp_after)
         self.n_startup_trials = n_startup_trials
+        self.gp_after = gp_after
         self.acq_func = acq_func
         self.model = model if isinstance(model, PFN) else load(model)
         self._rng = np.random.RandomState(seed)
@@ -76,6 +81,7 @@ class PFNSampler(BaseSampler):
             acq_func=self.acq_func,
             model=self.model,
             random_state=self._rng,
+            gp_after=self.gp_after,
         )
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         for t in finished:

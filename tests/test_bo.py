@@ -356,11 +356,126 @@ def test_trust_region_box_is_centred_on_the_best_point_and_spares_categories(mod
         bo.Optimizer([(0.0, 1.0)], model=model, trust_region="yes")
 
 
-def test_holdout_check_runs_both_searches_on_functions_the_benchmark_does_not_use():
+def test_holdout_check_runs_the_optimisers_on_functions_the_benchmark_does_not_use():
     from benchmarks.bo import problems
     from benchmarks.bo_holdout import FUNCTIONS, regrets
 
     assert not {f"{name.lower()}-{dim}" for name, dim in FUNCTIONS} & {p.name for p in problems(False)}
-    figures = regrets("bo", seeds=1, n_calls=8)
+    figures = regrets("bo", seeds=1, n_calls=8, arms=("pfn.bo", "PFN only"))
     assert len(figures) == len(FUNCTIONS)
-    assert all(0 <= a < 2 and 0 <= b < 2 for a, b in figures.values())
+    assert all(set(row) == {"pfn.bo", "PFN only"} for row in figures.values())
+    assert all(0 <= value < 2 for row in figures.values() for value in row.values())
+
+
+def _gp_data(n: int = 14, d: int = 3, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d))
+    y = np.sin(4 * x[:, 0]) + x[:, 1] ** 2 - x[:, 2] + 0.05 * rng.standard_normal(n)
+    return x, (y - y.mean()) / y.std()
+
+
+def test_gp_posterior_and_kernel_choice_match_scikit_learn():
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+    x, y = _gp_data()
+    gp = bo._GaussianProcess(x, y, float(y.min()), "EI", 1.96)
+
+    def kernel(scale, lengthscale, noise):
+        return ConstantKernel(scale, "fixed") * RBF(lengthscale, "fixed") + WhiteKernel(noise * scale, "fixed")
+
+    # the grid pair of highest marginal likelihood, each with its best outputscale (by a 1-D search)
+    from scipy.optimize import minimize_scalar
+
+    best = (-math.inf, None)
+    for lengthscale in bo.GP_LENGTHSCALES:
+        for noise in bo.GP_NOISE_SHARES:
+
+            def neg_lml(log_scale, lengthscale=lengthscale, noise=noise):
+                reference = GaussianProcessRegressor(kernel(math.exp(log_scale), lengthscale, noise), optimizer=None)
+                return -reference.fit(x, y).log_marginal_likelihood_value_
+
+            fit = minimize_scalar(neg_lml, bounds=(-8, 8), method="bounded", options={"xatol": 1e-6})
+            if -fit.fun > best[0]:
+                best = (-fit.fun, (lengthscale, noise, math.exp(fit.x)))
+    lengthscale, noise, scale = best[1]
+    assert gp.lengthscale == lengthscale
+    assert gp.scale == pytest.approx(scale, rel=1e-3)
+    reference = GaussianProcessRegressor(kernel(gp.scale, lengthscale, noise), optimizer=None).fit(x, y)
+    u = np.random.default_rng(6).random((20, 3))
+    mean, std = gp.posterior(u)
+    ref_mean, ref_std = reference.predict(u, return_std=True)  # its std includes the noise
+    np.testing.assert_allclose(mean, ref_mean, atol=1e-8)
+    np.testing.assert_allclose(std**2 + noise * gp.scale, ref_std**2, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("acq", ["EI", "PI", "UCB"])
+def test_gp_acquisitions_are_the_normal_closed_forms(acq):
+    from scipy.stats import norm
+
+    x, y = _gp_data()
+    best = float(y.min())
+    gp = bo._GaussianProcess(x, y, best, acq, 1.5)
+    u = np.random.default_rng(7).random((5, 3))
+    mean, std = gp.posterior(u)
+    values = gp(u)
+    for i in range(5):
+        if acq == "EI":
+            integral, _ = quad(
+                lambda v, m=mean[i], s=std[i]: (best - v) * norm.pdf(v, m, s), mean[i] - 12 * std[i], best
+            )
+            assert values[i] == pytest.approx(max(integral, 0.0), abs=1e-9)
+        elif acq == "PI":
+            assert values[i] == pytest.approx(norm.cdf(best, mean[i], std[i]))
+        else:
+            assert values[i] == pytest.approx(-norm.ppf(norm.cdf(-1.5), mean[i], std[i]))
+
+
+def test_the_gp_takes_over_from_gp_after_points_and_searches_the_whole_space(model, monkeypatch):
+    built = []
+
+    class Spy(bo._GaussianProcess):
+        def __init__(self, x_train, *args):
+            built.append(x_train.copy())
+            super().__init__(x_train, *args)
+
+    monkeypatch.setattr(bo, "_GaussianProcess", Spy)
+    opt = bo.Optimizer([(0.0, 1.0), (-2.0, 2.0)], n_initial_points=4, gp_after=6, model=model, random_state=0)
+    for i in range(8):
+        x = opt.ask()
+        assert len(built) == max(0, i - 5)  # asks 0..5 see fewer than 6 points: initial points, then the PFN
+        opt.tell(x, float((x[0] - 0.3) ** 2 + (x[1] - 1.0) ** 2))
+    np.testing.assert_allclose(built[-1], np.asarray([opt._encode(p) for p in opt.Xi[:7]]))  # all points, unit cube
+    assert len(built) == 2
+    never = bo.Optimizer([(0.0, 1.0)], n_initial_points=2, gp_after=None, model=model, random_state=0)
+    for _ in range(4):
+        never.tell(x := never.ask(), x[0] ** 2)
+    assert len(built) == 2
+
+
+@pytest.mark.parametrize(
+    ("gp_after", "error", "message"),
+    [(1, ValueError, "at least 2"), (True, TypeError, "gp_after must be an integer"), ("5", TypeError, "gp_after")],
+)
+def test_bad_gp_after_is_refused(model, gp_after, error, message):
+    with pytest.raises(error, match=message):
+        bo.Optimizer([(0.0, 1.0)], model=model, gp_after=gp_after)
+    pytest.importorskip("optuna")
+    with pytest.raises(error, match=message):
+        bo.PFNSampler(model=model, gp_after=gp_after)
+
+
+def test_optuna_sampler_hands_gp_after_to_the_optimiser(model, monkeypatch):
+    optuna = pytest.importorskip("optuna")
+    built = []
+
+    class Spy(bo._GaussianProcess):
+        def __init__(self, x_train, *args):
+            built.append(len(x_train))
+            super().__init__(x_train, *args)
+
+    monkeypatch.setattr(bo, "_GaussianProcess", Spy)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=bo.PFNSampler(n_startup_trials=3, gp_after=5, model=model, seed=0))
+    study.optimize(lambda t: (t.suggest_float("a", 0, 1) - 0.4) ** 2 + t.suggest_float("b", -1, 1) ** 2, n_trials=7)
+    assert built == [5, 6]  # trials 5 and 6 (0-based) see 5 and 6 finished trials
