@@ -348,13 +348,18 @@ class Optimizer:
         z[~ok] = z[ok].max()
         return x, z, float(z[ok].min())
 
+    def _uses_gp(self, n_told: int) -> bool:
+        """Whether a GP, not the PFN, is the surrogate after ``n_told`` evaluations (see gp_after)."""
+        return self.gp_after is not None and n_told >= self.gp_after
+
     def _region(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The box searched, as its lower corner and sides [D] each in the unit cube: the whole
-        cube without a trust region; else a box of side :func:`trust_region_side` centred on
-        the best point (categories keep their whole one-hot range), clipped to the cube and
-        grown to hold the max(5, D + 2) evaluated points nearest the best one."""
+        cube without a trust region or once a GP is the surrogate; else a box of side
+        :func:`trust_region_side` centred on the best point (categories keep their whole one-hot
+        range), clipped to the cube and grown to hold the max(5, D + 2) evaluated points nearest
+        the best one."""
         width = x.shape[1]
-        if not self.trust_region:
+        if not self.trust_region or self._uses_gp(len(y)):
             return np.zeros(width), np.ones(width)
         ok = np.isfinite(y)
         centre = x[ok][np.argmin(y[ok])]  # [D]
@@ -378,8 +383,8 @@ class Optimizer:
         fitted to all of them scores the whole cube instead."""
         x_all = np.asarray([self._encode(p) for p in self.Xi], dtype=np.float64)  # [n, D]
         y_all = np.asarray(self.yi, dtype=np.float64)  # [n]
-        use_gp = self.gp_after is not None and len(y_all) >= self.gp_after
-        lo, span = (np.zeros(x_all.shape[1]), np.ones(x_all.shape[1])) if use_gp else self._region(x_all, y_all)
+        use_gp = self._uses_gp(len(y_all))
+        lo, span = self._region(x_all, y_all)  # [D] each
         inside = np.all((x_all >= lo - 1e-12) & (x_all <= lo + span + 1e-12), axis=1)  # [n]
         x_train, y_train, best = self._train_rows((x_all[inside] - lo) / span, y_all[inside])
         score: _GaussianProcess | _Acquisition
@@ -521,7 +526,9 @@ class _GaussianProcess:
                     chol = np.linalg.cholesky(correlation + noise * np.eye(n))
                 except np.linalg.LinAlgError:
                     continue
-                alpha = _cho_solve(chol, y_train)  # [n] for outputscale 1
+                alpha = solve_triangular(
+                    chol.T, solve_triangular(chol, y_train, lower=True)
+                )  # [n] K^-1 y, outputscale 1
                 scale = max(float(y_train @ alpha) / n, 1e-12)  # the outputscale's closed-form maximum
                 likelihood = -0.5 * n * math.log(scale) - float(np.log(np.diag(chol)).sum())  # up to a constant
                 fits.append((likelihood, lengthscale, chol, alpha, scale))
@@ -543,11 +550,6 @@ class _GaussianProcess:
         if self.acq == "PI":
             return ndtr(z)
         return -(mean - self.kappa * std)
-
-
-def _cho_solve(chol: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """A^-1 b for A = chol chol^T (chol lower triangular)."""
-    return solve_triangular(chol.T, solve_triangular(chol, b, lower=True), lower=False)
 
 
 def _power_standardise(y: np.ndarray) -> np.ndarray:
