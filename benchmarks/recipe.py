@@ -55,7 +55,9 @@ from pfn.train import (
 
 HELDOUT_SEED = 31_415_926  # no training run uses this seed; held-out datasets come from its stream
 HELDOUT_DATASETS = "fixed-horizon"  # names the held-out set; scores made on another are redone
-CALIBRATION_POINTS = (0.1, 0.3, 0.5, 0.7, 0.9)  # schedule fractions whose steps are timed
+# schedule fractions whose steps are timed: twenty, since with train.test_rows a step's cost follows
+# its train-row count (74 to 264 rows a dataset on the GP prior)
+CALIBRATION_POINTS = tuple((k + 0.5) / 20 for k in range(20))
 GP_GRID = (1, 2, 5, 10, 20, 50, 100, 200)
 GP_TEST_ROWS = 50
 
@@ -73,6 +75,8 @@ ARMS: dict[str, Change] = {
     "cells": {"model": {"encoder": "cells"}},
     "wide-shallow": {"model": {"d_model": 192, "n_layers": 2, "n_heads": 4, "d_ff": 384}},
     "deep-narrow": {"model": {"d_model": 96, "n_layers": 8, "n_heads": 4, "d_ff": 192}},
+    "test-64": {"train": {"test_rows": 64}},
+    "batch-x2": {"train": {"batch_size": lambda size: 2 * size}},
 }
 # "cells" is left out by default: on the tabular prior (up to 100 columns) a step costs about 160x
 # a "rows" step on one CPU thread (37 against 0.23 s, bf16), a few dozen steps in a 30-minute budget
@@ -131,24 +135,25 @@ def _cpu_seconds(timer: StepTimer, batch: Any, n_train: int) -> float:
 
 def calibrate(configs: Sequence[RunConfig], repeats: int = 2) -> list[float]:
     """Process CPU seconds of one training step (drawing the datasets included) of each config, on
-    the same datasets at :data:`CALIBRATION_POINTS` of the schedule, the configs' steps
-    interleaved so that a change in the machine's speed touches all of them alike."""
+    the datasets of the steps at :data:`CALIBRATION_POINTS` of the schedule (the same seeds for
+    every config, each drawn at its own sizes), the configs' steps interleaved so that a change
+    in the machine's speed touches all of them alike."""
     timers = [_timer(c) for c in configs]
-    tc = configs[0].train
-    batches = []
-    draw = 0.0
-    for f in CALIBRATION_POINTS:
-        start = time.process_time()
-        batches.append(draw_step(configs[0], int(f * tc.steps), range(tc.batch_size)))
-        draw += time.process_time() - start
-    for timer in timers:  # warm-up
-        _cpu_seconds(timer, *batches[0])
+    batches: list[list[Any]] = [[] for _ in configs]  # per config, per calibration point
+    draws = [0.0] * len(configs)
+    for k, config in enumerate(configs):
+        for f in CALIBRATION_POINTS:
+            start = time.process_time()
+            batches[k].append(draw_step(config, int(f * config.train.steps), range(config.train.batch_size)))
+            draws[k] += time.process_time() - start
+    for k, timer in enumerate(timers):  # warm-up
+        _cpu_seconds(timer, *batches[k][0])
     totals = [0.0] * len(timers)
     for _ in range(repeats):
-        for batch in batches:
+        for point in range(len(CALIBRATION_POINTS)):
             for k, timer in enumerate(timers):
-                totals[k] += _cpu_seconds(timer, *batch)
-    return [(total / repeats + draw) / len(batches) for total in totals]
+                totals[k] += _cpu_seconds(timer, *batches[k][point])
+    return [(total / repeats + draw) / len(CALIBRATION_POINTS) for total, draw in zip(totals, draws, strict=True)]
 
 
 def heldout_loss(model: PFN, config: RunConfig, n_steps: int) -> float:

@@ -41,6 +41,9 @@ class TrainConfig:
     [min_rows, cap], where cap grows linearly from min_rows to n_rows over the first
     curriculum_fraction of the steps, and max_train shrinks in proportion (max_train · rows /
     n_rows, at least min_train); min_rows = 0 keeps every step at n_rows rows.
+    test_rows: with test_rows > 0, a step's datasets hold its n_train train rows and test_rows
+    test rows (at most the step's row count), so a step with few train rows costs less; 0 makes
+    every row past the train rows a test row.
     The learning rate warms up linearly for warmup_steps, then follows a cosine to zero.
     init_from: a checkpoint (shipped name, weights path or run folder) whose weights start the
     run instead of a random initialisation: a later stage of a multi-stage schedule, e.g. on a
@@ -69,6 +72,7 @@ class TrainConfig:
     min_train: int = 1
     max_train: int = 200
     min_rows: int = 0
+    test_rows: int = 0
     curriculum_fraction: float = 0.5
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -105,6 +109,8 @@ class TrainConfig:
                 f"train.min_rows must be 0 (no curriculum) or in (min_train, n_rows], got {self.min_rows} "
                 f"with min_train={self.min_train}, n_rows={self.n_rows}"
             )
+        if self.test_rows < 0:
+            raise ConfigError(f"train.test_rows must be 0 (every row past the train rows) or > 0, got {self.test_rows}")
         if not 0.0 < self.curriculum_fraction <= 1.0:
             raise ConfigError(f"train.curriculum_fraction must be in (0, 1], got {self.curriculum_fraction}")
         for name in ("compile", "noise_free_targets"):

@@ -308,14 +308,17 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
     column with 3..max_levels distinct values on the fit rows (ratings, small counts) by their
     target encodings (sklearn's TargetEncoder), standardised: a code's encoding then says what
     the code does, which an arbitrary category order does not. Columns of fewer than 3 values
-    stay as they are (their encoding would only rescale them).
+    stay as they are (their encoding would only rescale them). Every other column of more
+    than max_levels values that repeat at least ``repeats`` times on average (ids stored as
+    numbers, ages, counts) keeps its values and gets its encoding appended as well: whether it
+    acts by its order or by its value, the model sees both (0: none appended).
 
     target: "continuous" (one column each: the shrunk mean of y per value) or "classes" (y
     holds class ids; two classes: one column, the shrunk share of the second; k > 2: k - 1
     columns, the shrunk share of each class but the last). Columns are encoded in order (the
     categorical ones first) while
-    the output stays within max_columns; the rest pass through unchanged, encoded ones follow
-    them. ``fit_transform`` cross-fits (``folds`` shuffled folds), so that a row's own target
+    the output stays within max_columns, then the appended ones; the rest pass through unchanged,
+    the encodings follow them. ``fit_transform`` cross-fits (``folds`` shuffled folds), so that a row's own target
     never enters its own encoding; ``transform`` encodes new rows by all fit rows."""
 
     def __init__(
@@ -323,6 +326,7 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
         target: Literal["continuous", "classes"] = "continuous",
         categorical: tuple[int, ...] = (),
         max_levels: int = 30,
+        repeats: int = 3,
         max_columns: int = 100,
         folds: int = 5,
         seed: int = 0,
@@ -330,6 +334,7 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
         self.target = target
         self.categorical = categorical
         self.max_levels = max_levels
+        self.repeats = repeats
         self.max_columns = max_columns
         self.folds = folds
         self.seed = seed
@@ -353,32 +358,42 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
         categorical[list(self.categorical)] = True  # an index beyond X's columns raises here
         few = (levels >= 3) & (levels <= self.max_levels)
         candidates = np.concatenate([np.flatnonzero(categorical & (levels >= 3)), np.flatnonzero(few & ~categorical)])
+        repeated = np.flatnonzero(~categorical & (levels > self.max_levels) & (levels * self.repeats <= len(X)))
+        if self.repeats < 1:
+            repeated = repeated[:0]
         n_classes = len(np.unique(y))
         if self.target == "classes" and n_classes < 2:
-            candidates = candidates[:0]  # nothing to encode with a single class
+            candidates, repeated = candidates[:0], repeated[:0]  # nothing to encode with a single class
         multiclass = self.target == "classes" and n_classes > 2
         width = n_classes - 1 if multiclass else 1  # output columns per encoded column
         room = len(candidates) if width == 1 else max(self.max_columns - X.shape[1], 0) // (width - 1)
         self.columns_ = candidates[:room]
+        left = self.max_columns - X.shape[1] - (width - 1) * len(self.columns_)  # room for appended encodings
+        self.appended_ = repeated[: max(left, 0) // width]
         self.rest_ = np.setdiff1d(np.arange(X.shape[1]), self.columns_)
-        if len(self.columns_) == 0:
+        if len(self._encoded) == 0:
             return np.array(X, dtype=np.float64)
         kind = "continuous" if self.target == "continuous" else ("multiclass" if multiclass else "binary")
         self.encoder_ = _target_encoder(kind, min(self.folds, len(X)), self.seed)
         with warnings.catch_warnings():  # StratifiedKFold on scikit-learn < 1.9, see _target_encoder
             warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            encoded = self.encoder_.fit_transform(X[:, self.columns_], y)  # [n, c] or [n, c * k], class-minor
+            encoded = self.encoder_.fit_transform(X[:, self._encoded], y)  # [n, c] or [n, c * k], class-minor
         self.keep_ = np.flatnonzero(np.arange(encoded.shape[1]) % n_classes != n_classes - 1) if multiclass else None
         encoded = encoded if self.keep_ is None else encoded[:, self.keep_]  # [n, c * width]
         self.mean_ = encoded.mean(axis=0)
         self.scale_ = np.maximum(encoded.std(axis=0), 1e-6)
         return self._joined(X, encoded)
 
+    @property
+    def _encoded(self) -> np.ndarray:
+        """The columns encoded: the replaced ones, then the appended ones."""
+        return np.concatenate([self.columns_, self.appended_])
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Encodings of new rows X [m, f] by all fit rows: [m, f']."""
-        if len(self.columns_) == 0:
+        if len(self._encoded) == 0:
             return np.array(X, dtype=np.float64)
-        encoded = self.encoder_.transform(X[:, self.columns_])
+        encoded = self.encoder_.transform(X[:, self._encoded])
         return self._joined(X, encoded if self.keep_ is None else encoded[:, self.keep_])
 
     def _joined(self, X: np.ndarray, encoded: np.ndarray) -> np.ndarray:

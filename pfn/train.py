@@ -53,7 +53,8 @@ def seed_for(*parts: int) -> int:
 
 def draw_sizes(config: TrainConfig, step: int, generator: torch.Generator) -> tuple[int, int]:
     """(rows, train rows) of a step's datasets: rows follow the row curriculum (see TrainConfig);
-    train rows are half the time uniform, half log-uniform on [min_train, the step's max_train]."""
+    train rows are half the time uniform, half log-uniform on [min_train, the step's max_train];
+    with test_rows > 0 the rows are cut to the train rows plus test_rows."""
     n_rows, lo, hi = config.n_rows, config.min_train, config.max_train
     if config.min_rows:
         ramp = min(1.0, step / max(1.0, config.curriculum_fraction * config.steps))
@@ -65,8 +66,12 @@ def draw_sizes(config: TrainConfig, step: int, generator: torch.Generator) -> tu
         hi = max(lo, min(n_rows - 1, config.max_train * n_rows // config.n_rows))
     u = torch.rand(2, generator=generator, dtype=torch.float64)
     if u[0] < 0.5:
-        return n_rows, lo + int(u[1] * (hi - lo + 1))
-    return n_rows, min(hi, int(math.exp(math.log(lo) + u[1].item() * (math.log(hi + 1) - math.log(lo)))))
+        n_train = lo + int(u[1] * (hi - lo + 1))
+    else:
+        n_train = min(hi, int(math.exp(math.log(lo) + u[1].item() * (math.log(hi + 1) - math.log(lo)))))
+    if config.test_rows:
+        n_rows = min(n_rows, n_train + config.test_rows)
+    return n_rows, n_train
 
 
 def prior_targets(config: RunConfig) -> Tensor:

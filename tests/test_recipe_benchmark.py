@@ -31,6 +31,8 @@ def test_arms_combine_and_unknown_arms_are_named(tmp_path):
     config = recipe.arm_config(base, "muon+lr-x3+thinking-16")
     assert config.train.optimizer == "muon" and config.train.lr == pytest.approx(3 * base.train.lr)
     assert config.model.thinking_rows == 16 and config.name == "tiny-regression-muon+lr-x3+thinking-16"
+    rows = recipe.arm_config(base, "test-64+batch-x2").train
+    assert rows.test_rows == 64 and rows.batch_size == 2 * base.train.batch_size
     with pytest.raises(ConfigError, match=r"unknown recipe arm 'adam' in 'muon\+adam'; known: \["):
         recipe.arm_config(base, "muon+adam")
 

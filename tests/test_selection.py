@@ -351,8 +351,30 @@ def test_target_encoding_takes_listed_category_columns_of_any_number_of_levels()
     assert len(TargetEncodedColumns(seed=0).fit(X, y).columns_) == 0  # 60 values: beyond max_levels
     listed = TargetEncodedColumns(categorical=(1, 2), seed=0).fit(X, y)
     assert list(listed.columns_) == [1]  # the 2-level code stays: its encoding would only rescale it
-    out = listed.transform(X)
-    assert np.corrcoef(out[:, -1], y)[0, 1] > 0.95  # the code now says what it does
+    out = listed.transform(X)  # count, flag, then the encodings of city and (appended) count
+    assert out.shape == (n, 4) and list(listed.appended_) == [0]
+    assert np.corrcoef(out[:, 2], y)[0, 1] > 0.95  # the code now says what it does
+
+
+def test_columns_of_many_repeated_values_keep_them_and_get_their_encoding_appended():
+    """An id stored as a number (200 levels, each on 10 rows) acts by its value, not its order:
+    its encoding is appended; a continuous column (no repeats) is left alone."""
+    rng = np.random.default_rng(16)
+    n = 2000
+    ident = rng.permutation(np.repeat(np.arange(200), 10))
+    effect = rng.normal(size=200)
+    X = np.column_stack([rng.normal(size=n), ident]).astype(float)
+    y = effect[ident] + 0.2 * X[:, 0] + 0.1 * rng.normal(size=n)
+    encoding = TargetEncodedColumns(seed=0)
+    out = encoding.fit_transform(X, y)
+    assert len(encoding.columns_) == 0 and list(encoding.appended_) == [1]
+    np.testing.assert_array_equal(out[:, :2], X)  # both columns kept as they are
+    new = encoding.transform(np.column_stack([np.zeros(200), np.arange(200)]))[:, 2]
+    assert stats.spearmanr(new, effect).statistic > 0.9  # the appended column says what each id does
+    assert np.corrcoef(out[:, 2], y)[0, 1] > 0.8  # cross-fitted, yet informative
+    assert TargetEncodedColumns(repeats=0, seed=0).fit_transform(X, y).shape == (n, 2)
+    assert TargetEncodedColumns(repeats=11, seed=0).fit_transform(X, y).shape == (n, 2)  # 10 rows a value
+    assert TargetEncodedColumns(max_columns=2, seed=0).fit_transform(X, y).shape == (n, 2)  # no room
 
 
 def test_the_preprocessor_says_which_output_columns_hold_category_codes():

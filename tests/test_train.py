@@ -223,6 +223,18 @@ def test_row_curriculum_grows_rows_and_keeps_test_rows():
     assert max(middle) <= 264
 
 
+def test_test_rows_cut_each_step_to_its_train_rows_plus_test_rows():
+    full = TrainConfig(min_train=1, max_train=200, n_rows=264)
+    cut = dataclasses.replace(full, test_rows=64)
+    sizes = [draw_sizes(full, 0, torch.Generator().manual_seed(s)) for s in range(500)]
+    cut_sizes = [draw_sizes(cut, 0, torch.Generator().manual_seed(s)) for s in range(500)]
+    assert [n for _, n in cut_sizes] == [n for _, n in sizes]  # the same train-row counts
+    assert all(rows == min(264, n + 64) for rows, n in cut_sizes)
+    assert sum(rows for rows, _ in cut_sizes) < 0.6 * sum(rows for rows, _ in sizes)
+    with pytest.raises(ConfigError, match="test_rows"):
+        TrainConfig(test_rows=-1)
+
+
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_auto_precision_picks_the_faster_timed_step(task):
     config = tiny_config(task, precision="auto", accumulation=1)
