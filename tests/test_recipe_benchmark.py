@@ -37,6 +37,19 @@ def test_arms_combine_and_unknown_arms_are_named(tmp_path):
         recipe.arm_config(base, "muon+adam")
 
 
+def test_step_timing_draws_no_targets_from_the_prior(tmp_path, monkeypatch):
+    """Timing a regression arm must not need equal-mass borders from a draw of its prior (a prior
+    of discrete targets repeats values in a small draw, and those borders are refused)."""
+    base = load_config(write_config(tmp_path / "c.toml", "regression"))
+
+    def refuse(config):
+        raise ValueError("prior samples have repeated values")
+
+    monkeypatch.setattr(recipe, "target_support", refuse)
+    (seconds,) = recipe.calibrate([base], repeats=1)
+    assert seconds > 0
+
+
 def test_an_arms_schedule_is_scaled_to_its_step_count(tmp_path):
     base = load_config(write_config(tmp_path / "c.toml", "regression"))
     config = recipe.arm_config(base, "lawa", steps=400)
