@@ -46,6 +46,7 @@ from pfn.train import (
     MODEL_FILE,
     build_model,
     choose_precision,
+    draw_sizes,
     draw_step,
     loss_fn,
     seed_for,
@@ -55,9 +56,7 @@ from pfn.train import (
 
 HELDOUT_SEED = 31_415_926  # no training run uses this seed; held-out datasets come from its stream
 HELDOUT_DATASETS = "fixed-horizon"  # names the held-out set; scores made on another are redone
-# schedule fractions whose steps are timed: twenty, since with train.test_rows a step's cost follows
-# its train-row count (74 to 264 rows a dataset on the GP prior)
-CALIBRATION_POINTS = tuple((k + 0.5) / 20 for k in range(20))
+CALIBRATION_STEPS = 20  # steps timed per arm, chosen by calibration_steps
 GP_GRID = (1, 2, 5, 10, 20, 50, 100, 200)
 GP_TEST_ROWS = 50
 
@@ -135,27 +134,41 @@ def _cpu_seconds(timer: StepTimer, batch: Any, n_train: int) -> float:
     return time.process_time() - start
 
 
+def calibration_steps(config: RunConfig, k: int = CALIBRATION_STEPS) -> list[int]:
+    """``k`` steps of ``config``'s schedule that stand for all of them: the steps at the (j + 0.5)/k
+    quantiles of a step's cost in matmul work (every step's sizes drawn, no data): per dataset,
+    rows × (2 d_model + d_ff + train rows), the projections, the feed-forward layer and the
+    attention to the train rows of each row. Row counts are heavy-tailed (log-uniform up to
+    1,152 on the tabular priors), so k evenly spaced steps can miss the mean cost by half."""
+    tc, m = config.train, config.model
+    cost = []
+    for step in range(tc.steps):
+        rows, n_train = draw_sizes(tc, step, torch.Generator().manual_seed(seed_for(tc.seed, step)))
+        cost.append(rows * (2 * m.d_model + m.d_ff + n_train))
+    order = np.argsort(cost, kind="stable")
+    return [int(order[int((j + 0.5) / k * len(order))]) for j in range(k)]
+
+
 def calibrate(configs: Sequence[RunConfig], repeats: int = 2) -> list[float]:
     """Process CPU seconds of one training step (drawing the datasets included) of each config, on
-    the datasets of the steps at :data:`CALIBRATION_POINTS` of the schedule (the same seeds for
-    every config, each drawn at its own sizes), the configs' steps interleaved so that a change
+    the datasets of its :func:`calibration_steps`, the configs' steps interleaved so that a change
     in the machine's speed touches all of them alike."""
     timers = [_timer(c) for c in configs]
-    batches: list[list[Any]] = [[] for _ in configs]  # per config, per calibration point
+    batches: list[list[Any]] = [[] for _ in configs]  # per config, per calibration step
     draws = [0.0] * len(configs)
     for k, config in enumerate(configs):
-        for f in CALIBRATION_POINTS:
+        for step in calibration_steps(config):
             start = time.process_time()
-            batches[k].append(draw_step(config, int(f * config.train.steps), range(config.train.batch_size)))
+            batches[k].append(draw_step(config, step, range(config.train.batch_size)))
             draws[k] += time.process_time() - start
     for k, timer in enumerate(timers):  # warm-up
         _cpu_seconds(timer, *batches[k][0])
     totals = [0.0] * len(timers)
     for _ in range(repeats):
-        for point in range(len(CALIBRATION_POINTS)):
+        for point in range(CALIBRATION_STEPS):
             for k, timer in enumerate(timers):
                 totals[k] += _cpu_seconds(timer, *batches[k][point])
-    return [(total / repeats + draw) / len(CALIBRATION_POINTS) for total, draw in zip(totals, draws, strict=True)]
+    return [(total / repeats + draw) / CALIBRATION_STEPS for total, draw in zip(totals, draws, strict=True)]
 
 
 def heldout_loss(model: PFN, config: RunConfig, n_steps: int) -> float:

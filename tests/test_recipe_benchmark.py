@@ -50,6 +50,29 @@ def test_step_timing_draws_no_targets_from_the_prior(tmp_path, monkeypatch):
     assert seconds > 0
 
 
+def test_calibration_steps_stand_for_the_whole_schedule(tmp_path):
+    """The timed steps' mean row count matches the schedule's under a row curriculum of
+    log-uniform (heavy-tailed) row counts, where 20 evenly spaced steps missed it by half."""
+    import dataclasses
+
+    import numpy as np
+
+    from pfn.train import draw_sizes, seed_for
+
+    base = load_config(write_config(tmp_path / "c.toml", "regression"))
+    train = dataclasses.replace(base.train, steps=2000, n_rows=1152, min_rows=16, max_train=1024, test_rows=0)
+    model = dataclasses.replace(base.model, d_model=128, n_heads=4, d_ff=256)  # the tabular models' size
+    config = dataclasses.replace(base, train=train, model=model)
+    steps = recipe.calibration_steps(config)
+    assert len(steps) == recipe.CALIBRATION_STEPS == len(set(steps)) and all(0 <= s < 2000 for s in steps)
+
+    def rows(step):
+        return draw_sizes(train, step, torch.Generator().manual_seed(seed_for(train.seed, step)))[0]
+
+    mean = np.mean([rows(s) for s in range(2000)])
+    assert abs(np.mean([rows(s) for s in steps]) / mean - 1) < 0.05
+
+
 def test_an_arms_schedule_is_scaled_to_its_step_count(tmp_path):
     base = load_config(write_config(tmp_path / "c.toml", "regression"))
     config = recipe.arm_config(base, "lawa", steps=400)
