@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from pfn.preprocessing import (
     FLOAT_MAX,
     MemberTransform,
+    NeighbourTargets,
     QuantileTarget,
     TablePreprocessor,
     TargetScale,
@@ -58,6 +59,7 @@ COUPLING_TOLERANCE = 1e-6  # largest change of a probability at which couple_gro
 PROBABILITY_FLOOR = 1e-100  # conditional probabilities below this count as this in couple_groups
 VALIDATION_ROWS = 2048  # at most this many train rows in in-context validation (see _validation_rows)
 TUNING_CONTEXT_ROWS = 1024  # at most this many context rows per fine-tuning step (the trained context)
+NEIGHBOURS = 50  # beyond max_train_rows rows, each row's mean target among this many nearest train rows is a column
 
 
 def _load(model: str, device: str) -> PFN:
@@ -255,7 +257,8 @@ class _PFNBase(BaseEstimator):
 
     def _transformed(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "members_")
-        return self.preprocessor_.transform(self._frame(X, reset=False))
+        x = self.preprocessor_.transform(self._frame(X, reset=False))  # [m, f]
+        return x if self.neighbours_ is None else self.neighbours_.transform(x)  # [m, f (+ width)]
 
     # ------------------------------------------------------------ fitting
 
@@ -275,6 +278,9 @@ class _PFNBase(BaseEstimator):
                 f"{type(self).__name__} needs a {self._task} model, but {self.model!r} is a {self.pfn_.task} model"
             )
         y = self._targets(y)  # [n]
+        self.neighbours_ = self._neighbour_targets(x, y)
+        if self.neighbours_ is not None:
+            x = self.neighbours_.fit_transform(x, y)  # [n, f + width], cross-fitted
         selection = self._selection(x, y, stratify)
         self.features_, self.wide_features_, self.selection_scores_ = selection.best, selection.wide, selection.scores
         rng = check_random_state(self.random_state)
@@ -298,6 +304,21 @@ class _PFNBase(BaseEstimator):
         """The encoded targets [n] the members are fitted on (class ids or standardised floats),
         from the targets [n] that fit passed on (the model is loaded)."""
         raise NotImplementedError
+
+    def _neighbour_targets(self, x: np.ndarray, y: np.ndarray) -> NeighbourTargets | None:
+        """With more train rows x [n, f] than a member's context holds, the (unfitted) columns of
+        each row's mean target among its NEIGHBOURS nearest train rows, so that what the rows
+        outside a context say reaches the members; None otherwise, and with more classes than
+        the model's head (k - 1 columns each)."""
+        classes = self._task == "classification"
+        if len(x) <= self.max_train_rows or (classes and len(np.unique(y)) > self.pfn_.config.n_outputs):
+            return None
+        return NeighbourTargets(
+            target="classes" if classes else "continuous",
+            categorical=tuple(int(c) for c in self.preprocessor_.categorical_columns_),
+            neighbours=NEIGHBOURS,
+            seed=SELECTION_SEED,  # fixed folds, as the selection's: the members' draws stay as without it
+        )
 
     def _fit_head(self, y: np.ndarray, held_out: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Fit what turns the mixed members' outputs into predictions beyond the model, from the
@@ -452,7 +473,7 @@ class _PFNBase(BaseEstimator):
         context's rows, so that validation never encodes with held-out targets."""
         classes, limit = self._task == "classification", self.pfn_.config.n_features
         codes = np.flatnonzero(np.isin(plan.features, self.preprocessor_.categorical_columns_))  # of the member's
-        transform = member_transform(plan.transform, len(x), plan.seed, classes, limit, codes)
+        transform = member_transform(plan.transform, len(plan.rows), plan.seed, classes, limit, codes)
         if transform is None or _needs_targets(transform):
             return transform
         return transform.fit(x[plan.rows][:, plan.features])
@@ -636,7 +657,11 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
         them all, cut into k-means cells, and a test row is predicted from its cell's context:
         half a random sample of the train rows (fixed per member), half the train rows nearest
         the cell's centre (per class, by the classes' shares); see pfn.retrieval. Slower to
-        predict (a context per cell the test rows fall in), it uses every row.
+        predict (a context per cell the test rows fall in), it uses every row. Either way,
+        beyond ``max_train_rows`` rows every row gets its class shares (regressor: its mean
+        target) among its 50 nearest train rows as columns, cross-fitted for the train rows
+        (``neighbours_``, pfn.preprocessing.NeighbourTargets; not with more classes than the
+        model's head).
     fine_tune : False, or gradient steps on the train rows before predicting (True: 100): random
         context/query splits of them with the model's own loss, stopped early on a held-out
         fifth, and kept only if they lower its loss (see pfn.finetune; the tuned weights live in

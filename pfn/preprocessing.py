@@ -29,10 +29,12 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     FunctionTransformer,
+    OneHotEncoder,
     OrdinalEncoder,
     PowerTransformer,
     QuantileTransformer,
     RobustScaler,
+    StandardScaler,
     TargetEncoder,
 )
 from sklearn.utils.fixes import parse_version
@@ -399,6 +401,91 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
     def _joined(self, X: np.ndarray, encoded: np.ndarray) -> np.ndarray:
         """The pass-through columns of X, then the standardised encodings."""
         return np.concatenate([X[:, self.rest_], (encoded - self.mean_) / self.scale_], axis=1).astype(np.float64)
+
+
+MAX_ONE_HOT = 100  # one-hot columns of a category column in NeighbourTargets' distances
+
+
+class NeighbourTargets(TransformerMixin, BaseEstimator):
+    """Appends to each row the mean target of its ``neighbours`` nearest fit rows: one column
+    for continuous targets or two classes (the share of the second), k - 1 for k classes (the
+    share of each class but the last), standardised. Distances are Euclidean over the other
+    columns standardised and the ``categorical`` columns (category codes) one-hot (at most
+    ``MAX_ONE_HOT`` columns each: the most frequent levels, then the rarer ones and levels unseen
+    in fit as one column, or none where every level has its own).
+    ``fit_transform`` cross-fits (``folds`` shuffled folds: a fit row's neighbours come from the
+    other folds, so its own target never enters its estimate); ``transform`` uses all fit rows.
+    A model that sees a sample of a large table then still sees what every row says near each
+    row (ids or times shared by groups of rows, repeated entities)."""
+
+    def __init__(
+        self,
+        target: Literal["continuous", "classes"] = "continuous",
+        categorical: tuple[int, ...] = (),
+        neighbours: int = 50,
+        folds: int = 5,
+        seed: int = 0,
+    ) -> None:
+        self.target = target
+        self.categorical = categorical
+        self.neighbours = neighbours
+        self.folds = folds
+        self.seed = seed
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> NeighbourTargets:
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """X [n, f] with the cross-fitted neighbour means of its rows appended: [n, f + width]."""
+        from sklearn.neighbors import NearestNeighbors  # at use: it is slow to import
+
+        if self.target not in ("continuous", "classes"):
+            raise ValueError(f"target must be 'continuous' or 'classes', got {self.target!r}")
+        if len(X) <= self.folds:
+            raise ValueError(f"NeighbourTargets needs more fit rows than folds ({self.folds}), got {len(X)}")
+        codes, rest = list(self.categorical), np.setdiff1d(np.arange(X.shape[1]), list(self.categorical))
+        one_hot = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_ONE_HOT, sparse_output=False)
+        self.one_hot_ = one_hot.fit(X[:, codes]) if codes else None
+        self.scaler_ = StandardScaler().fit(X[:, rest]) if len(rest) else None
+        space = self._space(X)  # [n, d]
+        if self.target == "continuous":
+            self.values_ = np.asarray(y, dtype=np.float64).reshape(-1, 1)  # [n, 1]
+        else:
+            classes = np.unique(y)
+            shown = classes[1:] if len(classes) == 2 else classes[:-1]
+            self.values_ = (y[:, None] == shown[None, :]).astype(np.float64)  # [n, width]
+        near = np.empty_like(self.values_)
+        for fit_rows, out_rows in KFold(self.folds, shuffle=True, random_state=self.seed).split(X):
+            index = NearestNeighbors(n_neighbors=min(self.neighbours, len(fit_rows))).fit(space[fit_rows])
+            near[out_rows] = self.values_[fit_rows][index.kneighbors(space[out_rows], return_distance=False)].mean(1)
+        self.index_ = NearestNeighbors(n_neighbors=min(self.neighbours, len(X))).fit(space)
+        self.mean_ = near.mean(axis=0)
+        self.scale_ = np.maximum(near.std(axis=0), 1e-6)
+        return self._joined(X, near)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """New rows X [m, f] with the mean targets of their nearest fit rows appended: [m, f + width]."""
+        index = self.index_.kneighbors(self._space(X), return_distance=False)  # [m, k]
+        return self._joined(X, self.values_[index].mean(axis=1))
+
+    def _space(self, X: np.ndarray) -> np.ndarray:
+        """The columns distances are measured in [n, d]: the other columns standardised, then the codes one-hot."""
+        codes = list(self.categorical)
+        parts = []
+        if self.scaler_ is not None:
+            parts.append(self.scaler_.transform(X[:, np.setdiff1d(np.arange(X.shape[1]), codes)]))
+        if self.one_hot_ is not None:
+            parts.append(self.one_hot_.transform(X[:, codes]))
+        return np.concatenate(parts, axis=1)
+
+    def _joined(self, X: np.ndarray, near: np.ndarray) -> np.ndarray:
+        return np.concatenate([X, (near - self.mean_) / self.scale_], axis=1).astype(X.dtype)
 
 
 def _target_encoder(kind: str, folds: int, seed: int) -> TargetEncoder:
