@@ -4,7 +4,11 @@ On fresh datasets from the checkpoint's own GP prior (a seed no training step us
 number of train rows: mean test NLL of the PFN, of the exact GP posterior predictive with the
 true hyperparameters (the Bayes-optimal limit) and of a GP whose lengthscale, outputscale and
 noise are fitted by maximising the marginal likelihood (MLE-II, gpytorch); and the wall time
-of each. Writes ``gp.json``, ``gp_nll.png`` and ``gp_1d.png`` to the output folder.
+of each. Also the head's floor: the NLL of the exact predictive put into the checkpoint's own
+buckets (each bucket's probability its Gaussian mass: the best bar distribution over these
+borders, up to the shape of the outer buckets' tails) minus the exact NLL, the part of the gap
+that no weights can close. Writes
+``gp.json``, ``gp_nll.png`` and ``gp_1d.png`` to the output folder.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor
 import priors
 from benchmarks.common import environment, load_for, pyplot, record_quality
 from pfn.checkpoint import write_json
+from pfn.heads import BarDistribution
 from pfn.inference import PFN
 from priors.gp import GPPrior, gp_predictive
 
@@ -83,6 +88,18 @@ def pfn_nll(model: PFN, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test
     return model.predict(x_train, y_train, x_test, used_features=d).nll(y_test).mean(1)
 
 
+def bucketed_gaussian(
+    borders: Tensor, tail_scales: tuple[float, float] | None, mean: Tensor, var: Tensor
+) -> BarDistribution:
+    """The bar distribution over ``borders`` [K + 1] whose bucket probabilities are the masses
+    of N(mean, var) (any shape) in each bucket, the outer buckets taking the Gaussian's tails."""
+    borders = borders.double()
+    gaussian = torch.distributions.Normal(mean.double().unsqueeze(-1), var.double().sqrt().unsqueeze(-1))
+    cdf = gaussian.cdf(borders[1:-1])  # [..., K - 1]
+    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf, torch.ones_like(cdf[..., :1])], dim=-1)  # [..., K + 1]
+    return BarDistribution(borders, cdf.diff(dim=-1).clamp_min(1e-300).log(), tail_scales)
+
+
 def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...], mle_iterations: int) -> dict[str, Any]:
     """NLL and time of each method at each n_train, on n_datasets fresh datasets."""
     generator = torch.Generator().manual_seed(SEED)
@@ -92,6 +109,7 @@ def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...],
     x_test, y_test = x[:, -N_TEST:], y[:, -N_TEST:]
     rows: dict[str, list[float]] = {"pfn": [], "exact_gp": [], "mle_gp": []}
     times: dict[str, list[float]] = {"pfn": [], "exact_gp": [], "mle_gp": []}
+    floor: list[float] = []
     for n in grid:
         x_train, y_train = x[:, :n], y[:, :n]
         start = time.perf_counter()
@@ -100,8 +118,11 @@ def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...],
 
         start = time.perf_counter()
         mean, var = prior.posterior_predictive(x_train, y_train, x_test)
-        rows["exact_gp"].append(gaussian_nll(y_test.double(), mean, var).mean().item())
+        exact = gaussian_nll(y_test.double(), mean, var)
+        rows["exact_gp"].append(exact.mean().item())
         times["exact_gp"].append(time.perf_counter() - start)
+        bucketed = bucketed_gaussian(model.borders, model.tail_scales, mean, var)
+        floor.append((bucketed.nll(y_test.double()) - exact).mean().item())
 
         start = time.perf_counter()
         fitted = fit_mle(x_train, y_train, prior.kernel, mle_iterations)
@@ -118,6 +139,9 @@ def evaluate(model: PFN, prior: GPPrior, n_datasets: int, grid: tuple[int, ...],
         "mean_nll": rows,
         "pfn_minus_exact": gaps,
         "mean_gap_nats": float(np.mean(gaps)),
+        "n_buckets": int(model.borders.numel() - 1),
+        "head_floor": floor,
+        "mean_head_floor_nats": float(np.mean(floor)),
         "wall_time_s": times,
         "time_per_dataset_ms": {k: 1000 * float(np.sum(v)) / (n_datasets * len(grid)) for k, v in times.items()},
         "mle_iterations": mle_iterations,
@@ -198,6 +222,7 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
             "gp_benchmark",
             {
                 "mean_gap_nats": round(result["mean_gap_nats"], 4),
+                "head_floor_nats": round(result["mean_head_floor_nats"], 4),
                 "pfn_minus_exact": [round(g, 4) for g in result["pfn_minus_exact"]],
                 "n_train_grid": result["n_train_grid"],
                 "n_datasets": result["n_datasets"],
@@ -209,15 +234,19 @@ def run(out: Path, quick: bool = False, model: str | None = None, update_card: b
 
 def summary(result: dict[str, Any]) -> str:
     """A plain-text table of the result."""
-    lines = [f"{'n_train':>8} {'PFN':>8} {'exact GP':>9} {'MLE-II':>8} {'gap':>7}"]
+    lines = [f"{'n_train':>8} {'PFN':>8} {'exact GP':>9} {'MLE-II':>8} {'gap':>7} {'floor':>7}"]
     for i, n in enumerate(result["n_train_grid"]):
         r = result["mean_nll"]
         lines.append(
             f"{n:>8} {r['pfn'][i]:>8.4f} {r['exact_gp'][i]:>9.4f} {r['mle_gp'][i]:>8.4f} "
-            f"{result['pfn_minus_exact'][i]:>7.4f}"
+            f"{result['pfn_minus_exact'][i]:>7.4f} {result['head_floor'][i]:>7.4f}"
         )
     t = result["time_per_dataset_ms"]
     lines.append(f"mean gap PFN - exact GP: {result['mean_gap_nats']:.4f} nats over {result['n_datasets']} datasets")
+    lines.append(
+        f"head floor (the exact predictive in the model's {result['n_buckets']} buckets): "
+        f"{result['mean_head_floor_nats']:.4f} nats"
+    )
     lines.append(
         f"time per dataset and n_train: PFN {t['pfn']:.2f} ms, exact GP {t['exact_gp']:.2f} ms, "
         f"MLE-II {t['mle_gp']:.2f} ms"
