@@ -12,8 +12,10 @@ from pfn import PFNClassifier, PFNRegressor
 from pfn.preprocessing import NeighbourTargets
 
 
-def standardised(X: np.ndarray) -> np.ndarray:
-    return (X - X.mean(axis=0)) / X.std(axis=0)
+def standardised(X: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """X and the other arrays, standardised by X's column means and deviations."""
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    return [(a - mean) / scale for a in (X, *others)]
 
 
 def test_fit_rows_get_the_mean_target_of_their_nearest_rows_in_the_other_folds():
@@ -22,7 +24,7 @@ def test_fit_rows_get_the_mean_target_of_their_nearest_rows_in_the_other_folds()
     y = X[:, 0] + 0.1 * rng.normal(size=200)
     columns = NeighbourTargets(neighbours=7, folds=5, seed=3)
     out = columns.fit_transform(X, y)
-    space, expected = standardised(X), np.empty(200)
+    (space,), expected = standardised(X), np.empty(200)
     for fit, held in KFold(5, shuffle=True, random_state=3).split(X):
         expected[held] = KNeighborsRegressor(7).fit(space[fit], y[fit]).predict(space[held])
     np.testing.assert_allclose(out[:, :3], X)
@@ -35,8 +37,8 @@ def test_new_rows_get_the_mean_target_of_their_nearest_fit_rows():
     X, new = rng.normal(size=(150, 2)), rng.normal(size=(40, 2))
     y = np.sin(3 * X[:, 0])
     columns = NeighbourTargets(neighbours=5).fit(X, y)
-    mean, scale = X.mean(axis=0), X.std(axis=0)
-    expected = KNeighborsRegressor(5).fit((X - mean) / scale, y).predict((new - mean) / scale)
+    space, new_space = standardised(X, new)
+    expected = KNeighborsRegressor(5).fit(space, y).predict(new_space)
     np.testing.assert_allclose(columns.transform(new)[:, 2] * columns.scale_ + columns.mean_, expected)
 
 
@@ -47,8 +49,8 @@ def test_classes_get_the_shares_of_every_class_but_the_last(n_classes):
     y = np.digitize(X[:, 0], np.quantile(X[:, 0], np.linspace(0, 1, n_classes + 1)[1:-1]))
     columns = NeighbourTargets(target="classes", neighbours=9).fit(X, y)
     out = columns.transform(new)
-    mean, scale = X.mean(axis=0), X.std(axis=0)
-    proba = KNeighborsClassifier(9).fit((X - mean) / scale, y).predict_proba((new - mean) / scale)
+    space, new_space = standardised(X, new)
+    proba = KNeighborsClassifier(9).fit(space, y).predict_proba(new_space)
     shown = proba[:, 1:] if n_classes == 2 else proba[:, :-1]
     assert out.shape == (50, 2 + max(n_classes - 1, 1))
     np.testing.assert_allclose(out[:, 2:] * columns.scale_ + columns.mean_, shown, atol=1e-12)
