@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "gp-hyper": "benchmarks.gp_hyper:run",
     "large": "benchmarks.large:run",
     "recipe": "benchmarks.recipe:run",
+    "smoothing": "benchmarks.smoothing:run",
     "speed": "benchmarks.speed:run",
     "tabular": "benchmarks.tabular:run",
     "throughput": "benchmarks.throughput:run",

@@ -47,6 +47,7 @@ SIZE_LIMITS = {
 MAX_SIZE = 10_000  # any other integer field of the architecture
 MAX_PARAMETERS = 1_000_000_000  # 4 GB in float32 (the shipped models have at most 0.7 million)
 TEMPERATURE_RANGE = (0.01, 100.0)  # a card's inference.softmax_temperature (the shipped one is 0.8)
+MAX_SMOOTHING = 1.0  # a card's inference.density_smoothing, in the units of its borders
 
 
 class CheckpointError(ValueError):
@@ -58,9 +59,14 @@ class InferenceConfig:
     """Settings a model predicts with by default, kept in its card's ``inference`` section.
 
     softmax_temperature: divides a classifier's logits (below 1 sharpens); chosen on the
-    model's own prior by ``pfn bench temperature --update-card``."""
+    model's own prior by ``pfn bench temperature --update-card``.
+    density_smoothing: a regression model's bucket probabilities are smoothed with a Gaussian
+    kernel of this standard deviation, in the units of its borders (0: not; see
+    pfn.heads.smoothing_matrix); chosen on the model's own prior by ``pfn bench smoothing
+    --update-card``."""
 
     softmax_temperature: float = 1.0
+    density_smoothing: float = 0.0
 
     @classmethod
     def from_card(cls, card: dict[str, Any], where: str = "the card") -> InferenceConfig:
@@ -81,7 +87,19 @@ class InferenceConfig:
                 f"{where}: {field} must be a number in [{TEMPERATURE_RANGE[0]}, {TEMPERATURE_RANGE[1]}] "
                 f"(it divides the logits), found {_show(section.get('softmax_temperature'))}"
             )
-        return cls(softmax_temperature=temperature)
+        smoothing = _number(section.get("density_smoothing", 0.0))
+        if smoothing is None or not 0 <= smoothing <= MAX_SMOOTHING:
+            raise CheckpointError(
+                f"{where}: inference.density_smoothing must be a number in [0, {MAX_SMOOTHING}] (the smoothing "
+                f"kernel's standard deviation), found {_show(section.get('density_smoothing'))}"
+            )
+        task = card.get("model", {}).get("task") if isinstance(card.get("model"), dict) else None
+        if smoothing > 0 and task != "regression":
+            raise CheckpointError(
+                f"{where}: inference.density_smoothing smooths a regression model's buckets; this card's "
+                f"model.task is {_show(task)}: remove the field"
+            )
+        return cls(softmax_temperature=temperature, density_smoothing=smoothing)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

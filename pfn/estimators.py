@@ -91,8 +91,9 @@ class MemberSchedule:
     columns: "selected" (the columns chosen by validation, ``features_``) or "wide" (a wider
     set, ``wide_features_``: columns that validation on half the rows under-rated still count).
     encoding: "target" (every categorical column of 3 or more levels and every other column with
-    3..30 distinct values through its cross-fitted target encoding, fitted on every train row,
-    pfn.preprocessing.TargetEncodedColumns) or None (``transform`` instead).
+    3..30 distinct values through its cross-fitted target encoding, and every column of more
+    values that repeat at least 3 times on average with its encoding appended, fitted on every
+    train row, pfn.preprocessing.TargetEncodedColumns) or None (``transform`` instead).
     transform: the member's input transform (pfn.preprocessing.member_transform).
     target: "plain" or "quantile" (regressor: the targets through a quantile transform)."""
 
@@ -620,7 +621,9 @@ class PFNClassifier(ClassifierMixin, _PFNBase):
     n_estimators : ensemble members; they differ in feature order, class-label permutation,
         columns and input transform, as the class's ``SCHEDULE`` says (some replace the
         categorical columns and the columns with 3..30 distinct values by their cross-fitted
-        target encodings, the shares of each class per value). 1 is exact and deterministic.
+        target encodings, the shares of each class per value, and append the encodings of
+        columns whose many values repeat); beyond ``max_train_rows`` every member also sees
+        the neighbour columns (``context``). 1 is exact and deterministic.
         With k classes, more than the model's head (10), each member makes 2 random
         partitions of the classes into ceil(k / 10) groups and runs one forward pass per group
         on the rows of its classes (2 ceil(k / 10) passes per member; ``members_`` lists the
@@ -880,9 +883,11 @@ class PFNRegressor(RegressorMixin, _PFNBase):
     mapped back onto the model's buckets. Members 1 and 3
     see the inputs through a Yeo-Johnson power transform; members 4..7 see every categorical
     column (any number of levels) and every column with 3..30 distinct values (ratings, small
-    counts) replaced by its cross-fitted target encoding (pfn.preprocessing.TargetEncodedColumns),
-    in every pairing of target transform and column set; from member 8 the cycle repeats. (Unlike the classifier's, no
-    member sees its inputs through a quantile transform.) Members' predictive distributions
+    counts) replaced by its cross-fitted target encoding, and every column of more values that
+    repeat at least 3 times on average (ids stored as numbers, ages) with its encoding appended
+    (pfn.preprocessing.TargetEncodedColumns), in every pairing of target transform and column
+    set; from member 8 the cycle repeats. (Unlike the classifier's, no member sees its inputs
+    through a quantile transform.) Members' predictive distributions
     are mixed with their stacking weights.
     Parameters as PFNClassifier's (without softmax_temperature); default model "tabular-reg",
     default ``max_train_rows`` 1024.

@@ -231,4 +231,4 @@ def _row_losses(
     target = y_query.to(pfn.device)
     if pfn.task == "classification":
         return F.cross_entropy(out, target.long(), reduction="none")
-    return BarDistribution(pfn.borders.to(pfn.device), out, pfn.tail_scales).nll(target)
+    return BarDistribution(pfn.borders.to(pfn.device), pfn.head_logits(out), pfn.tail_scales).nll(target)

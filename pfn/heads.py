@@ -74,6 +74,31 @@ def _excess(samples: Tensor, borders: Tensor) -> tuple[Tensor, Tensor]:
     return lo - flat[flat < lo], flat[flat > hi] - hi
 
 
+def smoothing_matrix(borders: Tensor, width: float) -> Tensor:
+    """[K, K] (float64): row i is where smoothing moves inner bucket i's probability, the masses
+    that N(midpoint_i, width²) puts in each bucket (the outer buckets take what lies beyond the
+    inner borders); the outer buckets keep their own. Rows sum to 1, so ``probs @ matrix`` are
+    bucket probabilities again: a density convolved with the kernel where buckets are narrower
+    than ``width``, nearly unchanged where they are wider."""
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"width (the smoothing kernel's standard deviation) must be positive and finite, got {width}")
+    b = borders.double().cpu()
+    mids = (b[1:] + b[:-1]) / 2  # [K]
+    cdf = torch.special.ndtr((b[None, 1:-1] - mids[:, None]) / width)  # [K, K - 1]
+    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf, torch.ones_like(cdf[:, :1])], dim=1)  # [K, K + 1]
+    matrix = cdf.diff(dim=1)  # [K, K]
+    matrix[0], matrix[-1] = 0.0, 0.0
+    matrix[0, 0] = matrix[-1, -1] = 1.0
+    return matrix
+
+
+def smoothed_logits(logits: Tensor, matrix: Tensor) -> Tensor:
+    """Logits [..., K] of the bucket probabilities ``softmax(logits) @ matrix`` (a
+    :func:`smoothing_matrix`), in the logits' dtype; computed in float64 and floored at 1e-300."""
+    probs = logits.double().softmax(-1) @ matrix.to(logits.device)  # [..., K]
+    return probs.clamp_min(1e-300).log().to(logits.dtype)
+
+
 class BarDistribution:
     """A batch of bar distributions: borders [K + 1], logits [..., K] -> batch shape [...];
     ``tail_scales`` (left, right) are the outer half-normals' scales (default: the width rule).

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pfn.checkpoint import load_model_files
-from pfn.heads import BarDistribution
+from pfn.checkpoint import InferenceConfig, load_model_files
+from pfn.heads import BarDistribution, smoothed_logits, smoothing_matrix
 from pfn.model import KVCache, ModelConfig, PFNTransformer
 
 # predict computes in float32 while every |input| is at most FLOAT32_SAFE (the shipped models'
@@ -34,11 +34,19 @@ class PFN:
         card: dict[str, Any],
         borders: Tensor | None,
         tail_scales: tuple[float, float] | None = None,
+        density_smoothing: float = 0.0,
     ) -> None:
         self.model = model.eval()
         self.card = card
         self.borders = borders  # [K + 1] for regression models, else None
         self.tail_scales = tail_scales  # the bar distribution's (left, right) tails; None: the width rule
+        if not (math.isfinite(density_smoothing) and density_smoothing >= 0):
+            raise ValueError(f"density_smoothing must be a finite number >= 0, got {density_smoothing}")
+        if density_smoothing > 0 and borders is None:
+            raise ValueError("density_smoothing smooths a regression model's buckets; this model has none")
+        self.density_smoothing = density_smoothing  # see InferenceConfig
+        # [K, K] float64 (pfn.heads.smoothing_matrix), None without smoothing
+        self._smoothing = smoothing_matrix(borders, density_smoothing) if density_smoothing > 0 else None
 
     @property
     def config(self) -> ModelConfig:
@@ -68,7 +76,16 @@ class PFN:
             tails = card.get("tail_scales")  # cards from before tail scales have none: the width rule
             if tails is not None:
                 tail_scales = (float(tails[0]), float(tails[1]))
-        return cls(model, card, borders, tail_scales)
+        return cls(model, card, borders, tail_scales, InferenceConfig.from_card(card).density_smoothing)
+
+    def unsmoothed(self) -> PFN:
+        """The same network and card without the card's density smoothing (its raw buckets)."""
+        return PFN(self.model, self.card, self.borders, self.tail_scales)
+
+    def head_logits(self, out: Tensor) -> Tensor:
+        """The network's outputs [..., K] as the logits it predicts with: a regression model's
+        after the card's density smoothing (differentiable), else ``out``."""
+        return out if self._smoothing is None else smoothed_logits(out, self._smoothing)
 
     def prepare(
         self, x_train: Any, y_train: Any, x_test: Any, used_features: Any = None
@@ -151,15 +168,17 @@ class PFN:
             return self.model.encode_train(x_train.to(device), y_train.to(device), used.to(device))
 
     def predict_test(self, cache: KVCache, x_test: Tensor, used: Tensor) -> Tensor:
-        """fp32 outputs [B, m, K] for x_test [B, m, F] given ``cache`` from :meth:`encode_train`."""
+        """fp32 outputs [B, m, K] for x_test [B, m, F] given ``cache`` from :meth:`encode_train`
+        (regression: bucket logits after the card's density smoothing)."""
         with self.inference():
             out = self.model.predict_test(cache, x_test.to(self.device), used.to(self.device)).float()
-        return _finite_outputs(out, x_test)
+        return self.head_logits(_finite_outputs(out, x_test))
 
     def predict(
         self, x_train: Any, y_train: Any, x_test: Any, used_features: Any = None, *, n_features: Any = None
     ) -> BarDistribution | Tensor:
-        """One forward pass. Regression: a BarDistribution over y_test [m] (or [B, m]);
+        """One forward pass. Regression: a BarDistribution over y_test [m] (or [B, m]), after the
+        card's density smoothing (:meth:`unsmoothed` for the raw buckets);
         classification: class probabilities [m, K] (or [B, m, K]) over the head's K classes.
         ``used_features`` [B]: per-dataset column counts of zero-padded batched inputs (see
         prepare); ``n_features`` is its former name, deprecated.
@@ -190,7 +209,7 @@ class PFN:
         out = _finite_outputs(out if batched else out[0], rows, yt)
         if self.task == "classification":
             return out.softmax(-1)
-        return BarDistribution(self.borders.to(device), out, self.tail_scales)
+        return BarDistribution(self.borders.to(device), self.head_logits(out), self.tail_scales)
 
 
 def _finite_outputs(out: Tensor, *inputs: Tensor) -> Tensor:

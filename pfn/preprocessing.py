@@ -305,7 +305,28 @@ def member_transform(
     return PowerTransformer(method="yeo-johnson", standardize=True)
 
 
-class TargetEncodedColumns(TransformerMixin, BaseEstimator):
+class CrossFittedTargetColumns(TransformerMixin, BaseEstimator):
+    """Base of the transformers that make columns from the target: ``fit_transform`` cross-fits
+    on the fit rows (a row's own target never enters its own columns), ``transform`` uses all fit
+    rows. Subclasses store ``target`` ("continuous" or "classes") and write both methods."""
+
+    target: str
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CrossFittedTargetColumns:
+        self.fit_transform(X, y)
+        return self
+
+    def _check_target(self) -> None:
+        if self.target not in ("continuous", "classes"):
+            raise ValueError(f"target must be 'continuous' or 'classes', got {self.target!r}")
+
+
+class TargetEncodedColumns(CrossFittedTargetColumns):
     """Replaces the ``categorical`` columns (category codes, however many levels) and every other
     column with 3..max_levels distinct values on the fit rows (ratings, small counts) by their
     target encodings (sklearn's TargetEncoder), standardised: a code's encoding then says what
@@ -341,20 +362,10 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
         self.folds = folds
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> TargetEncodedColumns:
-        self.fit_transform(X, y)
-        return self
-
     def fit_transform(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:  # type: ignore[override]
         """Cross-fitted encodings of the fit rows X [n, f] with targets y [n]: [n, f'] with f' <=
         max(f, max_columns)."""
-        if self.target not in ("continuous", "classes"):
-            raise ValueError(f"target must be 'continuous' or 'classes', got {self.target!r}")
+        self._check_target()
         levels = np.array([len(np.unique(column)) for column in X.T])  # [f]
         categorical = np.zeros(X.shape[1], bool)
         categorical[list(self.categorical)] = True  # an index beyond X's columns raises here
@@ -406,7 +417,7 @@ class TargetEncodedColumns(TransformerMixin, BaseEstimator):
 MAX_ONE_HOT = 100  # one-hot columns of a category column in NeighbourTargets' distances
 
 
-class NeighbourTargets(TransformerMixin, BaseEstimator):
+class NeighbourTargets(CrossFittedTargetColumns):
     """Appends to each row the mean target of its ``neighbours`` nearest fit rows: one column
     for continuous targets or two classes (the share of the second), k - 1 for k classes (the
     share of each class but the last), standardised. Distances are Euclidean over the other
@@ -432,21 +443,11 @@ class NeighbourTargets(TransformerMixin, BaseEstimator):
         self.folds = folds
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> NeighbourTargets:
-        self.fit_transform(X, y)
-        return self
-
     def fit_transform(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:  # type: ignore[override]
         """X [n, f] with the cross-fitted neighbour means of its rows appended: [n, f + width]."""
         from sklearn.neighbors import NearestNeighbors  # at use: it is slow to import
 
-        if self.target not in ("continuous", "classes"):
-            raise ValueError(f"target must be 'continuous' or 'classes', got {self.target!r}")
+        self._check_target()
         if len(X) <= self.folds:
             raise ValueError(f"NeighbourTargets needs more fit rows than folds ({self.folds}), got {len(X)}")
         codes, rest = list(self.categorical), np.setdiff1d(np.arange(X.shape[1]), list(self.categorical))
@@ -507,7 +508,10 @@ class QuantileTarget:
     train range keep a density (sklearn's QuantileTransformer alone clips there)."""
 
     def fit(self, z: np.ndarray) -> QuantileTarget:
-        self.quantile_ = QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, len(z)))
+        # every train target (sklearn subsamples 10,000 at random by default): exact quantiles, and
+        # the same map on every fit
+        n = len(z)
+        self.quantile_ = QuantileTransformer(output_distribution="normal", n_quantiles=min(1000, n), subsample=n)
         mapped = self.quantile_.fit_transform(z.reshape(-1, 1))[:, 0]  # [n]
         self.mean_ = float(mapped.mean())
         self.scale_ = max(float(mapped.std()), 1e-6) * quantile_target_factor(len(z))

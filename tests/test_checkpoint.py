@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import pfn
 from pfn import checkpoint
-from pfn.checkpoint import CheckpointError, atomic_write, save_model, sha256
+from pfn.checkpoint import CheckpointError, InferenceConfig, atomic_write, save_model, sha256
 from pfn.train import train
 
 
@@ -355,6 +355,12 @@ TAMPERING = {
         r"inference has unknown field\(s\) \['temprature'\]",
     ),
     "inference a list": (set_field("inference", [0.8]), r"inference must be an object \(a JSON \{...\}\)"),
+    "smoothing negative": (
+        set_field("inference.density_smoothing", -0.01),
+        r"inference.density_smoothing must be a number in \[0, 1.0\] \(the smoothing kernel's standard deviation\), "
+        r"found -0.01",
+    ),
+    "smoothing a string": (set_field("inference.density_smoothing", "0.01"), r"density_smoothing must be a number in"),
     "temperature a number": (
         set_field("quality.temperature", 0.8),
         r"quality.temperature must be an object, found 0.8",
@@ -479,3 +485,12 @@ def test_the_parameter_floor_bounds_every_shipped_architecture():
         model = pfn.load(name)
         count = sum(p.numel() for p in model.model.parameters())
         assert 0.97 * count <= checkpoint.parameter_floor(model.config) <= count
+
+
+def test_density_smoothing_belongs_to_regression_cards():
+    card = {"model": {"task": "classification"}, "inference": {"density_smoothing": 0.01}}
+    with pytest.raises(CheckpointError, match=r"smooths a regression model's buckets; .*'classification'"):
+        InferenceConfig.from_card(card)
+    regression = {"model": {"task": "regression"}, "inference": {"density_smoothing": 0.01}}
+    assert InferenceConfig.from_card(regression) == InferenceConfig(softmax_temperature=1.0, density_smoothing=0.01)
+    assert InferenceConfig.from_card({"model": {"task": "classification"}}).density_smoothing == 0.0

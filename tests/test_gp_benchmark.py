@@ -65,6 +65,18 @@ def test_shipped_gp_is_close_to_the_exact_posterior():
     assert result["mean_gap_nats"] < 0.1, result["pfn_minus_exact"]
 
 
+def test_a_smoothed_model_is_scored_with_and_without_its_smoothing():
+    model = pfn.load("gp")
+    prior = priors.from_dict(model.card["prior"])
+    smoothed = pfn.PFN(model.model, model.card, model.borders, model.tail_scales, density_smoothing=0.01)
+    with_it = evaluate(smoothed, prior, n_datasets=20, grid=(2, 50), mle_iterations=2)
+    without = evaluate(model.unsmoothed(), prior, n_datasets=20, grid=(2, 50), mle_iterations=2)
+    assert with_it["density_smoothing"] == 0.01 and without["density_smoothing"] == 0.0
+    np.testing.assert_allclose(with_it["unsmoothed_minus_exact"], without["pfn_minus_exact"], atol=1e-6)
+    assert without["unsmoothed_minus_exact"] == without["pfn_minus_exact"]
+    assert with_it["pfn_minus_exact"] != without["pfn_minus_exact"]
+
+
 def test_benchmark_refuses_a_model_of_another_prior(tmp_path):
     train(tiny_config("classification"), tmp_path, progress=False)
     with pytest.raises(WrongPriorError, match="evaluates a 'gp' prior, but .* was trained on a 'classification'"):

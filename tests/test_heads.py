@@ -11,7 +11,14 @@ from scipy import stats
 from scipy.integrate import quad
 
 from pfn.estimators import PredictiveDistribution
-from pfn.heads import BarDistribution, dataset_tail_scales, equal_mass_borders, prior_tail_scales
+from pfn.heads import (
+    BarDistribution,
+    dataset_tail_scales,
+    equal_mass_borders,
+    prior_tail_scales,
+    smoothed_logits,
+    smoothing_matrix,
+)
 
 
 @pytest.fixture
@@ -276,3 +283,30 @@ def test_logpdf_and_cdf_match_the_definition_with_and_without_values_in_the_tail
         torch.testing.assert_close(d.logpdf(grid).double(), expected[..., 0], atol=tolerance, rtol=tolerance)
         torch.testing.assert_close(d.cdf(grid).double(), expected[..., 1], atol=tolerance, rtol=tolerance)
         torch.testing.assert_close(d.cdf_at(y).double(), expected[..., 1].T, atol=tolerance, rtol=tolerance)
+
+
+def test_smoothing_a_bucketed_gaussian_widens_it_by_the_kernel():
+    """On buckets much narrower than the kernel, smoothing N(mu, s²) gives N(mu, s² + h²)."""
+    borders = torch.cat([torch.tensor([-30.0]), torch.linspace(-4, 4, 801), torch.tensor([30.0])]).double()
+    mu, s, h = 0.3, 0.4, 0.2
+    cdf = torch.special.ndtr((borders[1:-1] - mu) / s)
+    probs = torch.cat([cdf[:1], cdf.diff(), 1 - cdf[-1:]])
+    smoothed = smoothed_logits(probs.log(), smoothing_matrix(borders, h)).softmax(-1)
+    wide = torch.special.ndtr((borders[1:-1] - mu) / math.hypot(s, h))
+    expected = torch.cat([wide[:1], wide.diff(), 1 - wide[-1:]])
+    torch.testing.assert_close(smoothed, expected, atol=1e-5, rtol=0)
+
+
+def test_smoothing_keeps_mass_and_leaves_wide_buckets_and_the_tails_alone():
+    borders = torch.tensor([-9.0, -2.0, 0.0, 2.0, 9.0]).double()
+    matrix = smoothing_matrix(borders, 0.01)  # buckets 200 kernel widths wide
+    torch.testing.assert_close(matrix.sum(1), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(matrix, torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    matrix = smoothing_matrix(borders, 3.0)
+    assert matrix[0, 0] == matrix[-1, -1] == 1.0 and bool((matrix[1:-1, 0] > 0.1).all())
+
+
+@pytest.mark.parametrize("width", [0.0, -0.1, math.inf, math.nan])
+def test_smoothing_refuses_a_width_that_is_not_positive(width):
+    with pytest.raises(ValueError, match="width .* must be positive and finite"):
+        smoothing_matrix(torch.linspace(-1, 1, 5), width)

@@ -1,4 +1,5 @@
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from helpers import tiny_config
 
 import pfn
 from pfn import inference
-from pfn.heads import BarDistribution
+from pfn.heads import BarDistribution, smoothing_matrix
 from pfn.train import train
 
 
@@ -167,3 +168,31 @@ def test_complex_inputs_are_refused(model):
     x = torch.zeros(5, 3, dtype=torch.complex64)
     with pytest.raises(ValueError, match="x_train must be real numbers, got a torch.complex64 tensor"):
         model.predict(x, np.zeros(5), np.zeros((2, 3)))
+
+
+def test_the_cards_density_smoothing_applies_to_every_prediction(tmp_path):
+    train(tiny_config(), tmp_path, progress=False)
+    card_path = tmp_path / "model.json"
+    card = json.loads(card_path.read_text())
+    raw = pfn.load(tmp_path)
+    card_path.write_text(json.dumps({**card, "inference": {"density_smoothing": 0.3}}))
+    smoothed = pfn.load(tmp_path)
+    assert smoothed.density_smoothing == 0.3 and raw.density_smoothing == 0.0
+    rng = np.random.default_rng(0)
+    x, y = rng.random((25, 3)), rng.standard_normal(20)
+    expected = raw.predict(x[:20], y, x[20:]).probs.double() @ smoothing_matrix(raw.borders, 0.3)  # [5, K]
+    torch.testing.assert_close(smoothed.predict(x[:20], y, x[20:]).probs.double(), expected, atol=1e-6, rtol=0)
+    xt, yt, xq, used, _ = smoothed.prepare(x[:20], y, x[20:])
+    from_cache = smoothed.predict_test(smoothed.encode_train(xt, yt, used), xq, used)[0]  # the estimators' path
+    torch.testing.assert_close(from_cache.softmax(-1).double(), expected, atol=1e-6, rtol=0)
+    unsmoothed = smoothed.unsmoothed().predict(x[:20], y, x[20:])
+    torch.testing.assert_close(unsmoothed.logits, raw.predict(x[:20], y, x[20:]).logits)
+
+
+@pytest.mark.parametrize(
+    "smoothing, borders, message",
+    [(-0.1, True, "finite number >= 0"), (float("nan"), True, "finite number >= 0"), (0.1, False, "has none")],
+)
+def test_a_bad_density_smoothing_is_refused(model, smoothing, borders, message):
+    with pytest.raises(ValueError, match=message):
+        inference.PFN(model.model, model.card, model.borders if borders else None, None, smoothing)

@@ -342,6 +342,17 @@ def test_quantile_target_continues_beyond_the_train_range():
     assert (reg._distribution(probs).logpdf(np.full(3, 1.2 * y.max())) > -50).all()
 
 
+def test_quantile_target_uses_every_train_target_so_refits_agree():
+    """Beyond 10,000 targets scikit-learn's QuantileTransformer subsamples at random by default;
+    the regressor's quantile members must map the same targets the same way on every fit."""
+    z = np.random.default_rng(3).standard_t(3, size=12_000)
+    grid = np.linspace(-4, 4, 101)
+    first, second = QuantileTarget().fit(z), QuantileTarget().fit(z)
+    np.testing.assert_array_equal(first.transform(grid), second.transform(grid))
+    ranks = (np.argsort(np.argsort(z)) + 0.5) / len(z)  # the empirical CDF at each target
+    np.testing.assert_allclose(stats.norm.cdf(first.quantile_.transform(z[:, None])[:, 0]), ranks, atol=1e-3)
+
+
 def test_target_encoding_takes_listed_category_columns_of_any_number_of_levels():
     rng = np.random.default_rng(15)
     n = 800
